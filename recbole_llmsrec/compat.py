@@ -1,0 +1,153 @@
+"""Fixes that let RecBole 1.2.1 run on today's numpy, torch and pandas.
+
+Applied once, in memory, when ``recbole_llmsrec`` is imported; nothing in site-packages is edited.
+Each fix is idempotent and touches only what RecBole 1.2.1 gets wrong:
+
+1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``; RecBole's
+   ``Config.compatibility_settings`` reads them on every ``Config(...)``. We restore the three aliases.
+2. torch >= 2.6 loads checkpoints with ``weights_only=True``. RecBole's checkpoints could not be loaded
+   that way: they are written with pickle protocol 4 (whose FRAME opcode the weights-only unpickler
+   rejects) and they pickle the ``Config`` with two class objects inside (``yaml_loader`` and
+   ``model_class``). We (a) write checkpoints with torch's default protocol, (b) pickle ``Config``
+   without class objects (the model class is stored as its import path and looked up again on load,
+   only if it is a RecBole recommender) and (c) register as safe globals exactly the types a RecBole
+   checkpoint holds (the Config classes and RecBole's enums; the best valid score, a numpy scalar in
+   RecBole, is stored as a Python float). RecBole's own
+   ``torch.load(...)`` calls then load checkpoints with ``weights_only=True``: no arbitrary code runs
+   when a checkpoint is read. Checkpoints written by an unpatched RecBole (protocol 4) are refused
+   by torch; see ``load_checkpoint`` for the explicit opt-in.
+3. ``recbole.quick_start`` imports ray 2.6.3 at module load, which needs ``pkg_resources`` and numpy 1.
+   The plugin never imports it: ``recbole_llmsrec.quick_start`` is the replacement.
+4. pandas: RecBole's ``df[col].fillna(..., inplace=True)`` only works without copy-on-write, so the
+   package pins ``pandas<3`` (setup.cfg). The FutureWarning pandas 2.3 prints about it on every load,
+   and torch's deprecation warning for ``torch.cuda.amp.GradScaler`` in RecBole's trainer, are silenced
+   for RecBole's modules only.
+"""
+
+import importlib
+import warnings
+
+import numpy as np
+import torch
+
+_NUMPY2_REMOVED_ALIASES = {"float_": "float64", "complex_": "complex128", "unicode_": "str_"}
+_APPLIED = False
+
+
+def _restore_numpy_aliases():
+    for alias, target in _NUMPY2_REMOVED_ALIASES.items():
+        if alias not in np.__dict__:
+            setattr(np, alias, getattr(np, target))
+
+
+def _config_getstate(self):
+    state = dict(self.__dict__)
+    state.pop("yaml_loader", None)
+    model_class = state.pop("model_class", None)
+    state["model_class_path"] = (
+        None if model_class is None else f"{model_class.__module__}:{model_class.__qualname__}"
+    )
+    return state
+
+
+def _config_setstate(self, state):
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    state = dict(state)
+    class_path = state.pop("model_class_path", None)
+    self.__dict__.update(state)
+    self.yaml_loader = self._build_yaml_loader()
+    self.model_class = None
+    if class_path:
+        module_name, _, qualname = class_path.partition(":")
+        try:
+            candidate = getattr(importlib.import_module(module_name), qualname)
+        except (ImportError, AttributeError):
+            candidate = None  # the model's code is not installed here; the rest of the config still loads
+        if isinstance(candidate, type) and issubclass(candidate, AbstractRecommender):
+            self.model_class = candidate
+
+
+def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+    """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol (weights-only loadable)."""
+    from recbole.utils import set_color
+
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    state = {
+        "config": self.config,
+        "epoch": epoch,
+        "cur_step": self.cur_step,
+        "best_valid_score": float(self.best_valid_score),
+        "state_dict": self.model.state_dict(),
+        "other_parameter": self.model.other_parameter(),
+        "optimizer": self.optimizer.state_dict(),
+    }
+    torch.save(state, saved_model_file)
+    if verbose:
+        self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+def checkpoint_safe_globals():
+    """The non-tensor types a RecBole checkpoint holds, for ``torch.serialization.add_safe_globals``."""
+    from recbole.config import Config as RecBoleConfig
+    from recbole.utils import enum_type
+
+    from recbole_llmsrec.config import Config as PluginConfig
+
+    return [
+        RecBoleConfig,
+        PluginConfig,
+        enum_type.ModelType,
+        enum_type.InputType,
+        enum_type.EvaluatorType,
+        enum_type.FeatureType,
+        enum_type.FeatureSource,
+    ]
+
+
+def load_checkpoint(path, map_location="cpu", allow_unsafe=False):
+    """Load a RecBole checkpoint with ``weights_only=True``.
+
+    A checkpoint written by RecBole without this plugin (pickle protocol 4) cannot be read that way;
+    torch's error is re-raised with the fix, unless ``allow_unsafe`` (the user's explicit statement that
+    the file is trusted) asks for a full unpickle.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint file not found: {path}") from None
+    except Exception as err:  # torch raises UnpicklingError/RuntimeError variants here
+        if allow_unsafe:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        raise ValueError(
+            f"checkpoint {path} cannot be loaded safely (weights_only=True): {str(err).splitlines()[0]}. "
+            "It was probably written by RecBole without recbole_llmsrec. Re-run the training with the "
+            "plugin installed, or, if you trust the file, pass allow_unsafe=True."
+        ) from err
+
+
+def apply():
+    """Apply every fix once; called from ``recbole_llmsrec/__init__.py``."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _restore_numpy_aliases()
+
+    from recbole.config import Config as RecBoleConfig
+    from recbole.trainer import Trainer
+
+    RecBoleConfig.__getstate__ = _config_getstate
+    RecBoleConfig.__setstate__ = _config_setstate
+    Trainer._save_checkpoint = _save_checkpoint
+    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+
+    warnings.filterwarnings(
+        "ignore", message="A value is trying to be set on a copy", category=FutureWarning,
+        module=r"recbole\.",
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.cuda\.amp\.", category=FutureWarning, module=r"recbole\.",
+    )
+    _APPLIED = True

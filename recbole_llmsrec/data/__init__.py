@@ -1,0 +1,1 @@
+"""Data pieces shared by the models: item text from RecBole's ``.item`` atomic files."""

@@ -1,0 +1,124 @@
+"""Each item's text, built from the ``.item`` atomic-file fields named in the config.
+
+Config keys (defaults in ``properties/overall.yaml``; datasets and models override them):
+
+- ``item_text_fields``: the ``.item`` columns to use, in order, e.g. ``[movie_title, release_year, class]``.
+  They must be loaded: list them (with the item id) under ``load_col: {item: [...]}``.
+- ``item_text_template``: how one field is written, with ``{name}`` (the column name) and ``{value}``;
+  ``"{value}"`` gives "Toy Story, 1995, ...", ``"{name}: {value}"`` gives "movie_title: Toy Story, ...".
+- ``item_text_separator``: what joins the written fields.
+- ``item_text_missing_value``: ``~`` leaves a missing or empty field out of the text; a string is
+  written in its place (A-LLMRec writes "Empty title").
+- ``item_text_fallback``: the text of an item none of whose fields has a value.
+
+Values are read back from RecBole's loaded dataset: a ``token`` through its id-to-token table, a
+``token_seq`` as its tokens joined by ``seq_separator``, a ``float`` as RecBole holds it (normalised to
+[0, 1] when ``normalize_all``/``normalize_field`` covers it). Padding item 0 gets the empty string.
+"""
+
+import math
+
+import numpy as np
+from recbole.utils import FeatureSource, FeatureType
+
+PAD_TOKEN = "[PAD]"
+
+
+def _item_fields(dataset):
+    return [f for f, src in dataset.field2source.items() if src == FeatureSource.ITEM]
+
+
+def _check_fields(fields, dataset):
+    if isinstance(fields, str):
+        fields = [fields]
+    if not fields:
+        raise ValueError(
+            "item_text_fields is not set: name the .item columns that describe an item, e.g. "
+            "`item_text_fields: [title, description]`, and load them with "
+            "`load_col: {inter: [...], item: [item_id, title, description]}`."
+        )
+    loaded = _item_fields(dataset)
+    for field in fields:
+        if field not in loaded:
+            raise ValueError(
+                f"item_text_fields entry {field!r} is not a loaded field of {dataset.dataset_name}.item "
+                f"(loaded item fields: {loaded}). Fix: name a column of the .item file and list it "
+                f"under `load_col: {{item: [{dataset.iid_field}, {field}, ...]}}`."
+            )
+    return list(fields)
+
+
+def _field_values(dataset, field):
+    """The text of ``field`` for every item id (index = internal item id), '' where missing."""
+    column = dataset.item_feat[field]
+    ftype = dataset.field2type[field]
+    if ftype == FeatureType.TOKEN:
+        tokens = np.asarray(dataset.field2id_token[field], dtype=object)
+        return ["" if t == PAD_TOKEN else str(t) for t in tokens[column.numpy()]]
+    if ftype == FeatureType.TOKEN_SEQ:
+        tokens = np.asarray(dataset.field2id_token[field], dtype=object)
+        separator = dataset.config["seq_separator"]
+        return [separator.join(str(t) for t in tokens[row[row > 0]]) for row in column.numpy()]
+    if ftype == FeatureType.FLOAT:
+        return ["" if math.isnan(v) else f"{v:g}" for v in column.tolist()]
+    if ftype == FeatureType.FLOAT_SEQ:
+        return [" ".join(f"{v:g}" for v in row if not math.isnan(v)) for row in column.tolist()]
+    raise ValueError(f"item_text_fields entry {field!r} has unsupported type {ftype}.")
+
+
+def _clean(value):
+    return " ".join(str(value).split())  # tabs/newlines/runs of spaces -> one space
+
+
+def build_item_texts(dataset, config):
+    """Return a list of ``dataset.item_num`` strings; entry ``i`` is the text of internal item id ``i``."""
+    fields = _check_fields(config["item_text_fields"], dataset)
+    template = config["item_text_template"]
+    separator = config["item_text_separator"]
+    missing_value = config["item_text_missing_value"]
+    fallback = config["item_text_fallback"]
+    for key, value in (("item_text_separator", separator), ("item_text_fallback", fallback)):
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}.")
+    try:
+        template.format(name="name", value="value")
+    except (AttributeError, KeyError, IndexError) as err:
+        raise ValueError(
+            f"item_text_template={template!r} may only use the placeholders {{name}} and {{value}}."
+        ) from err
+
+    columns = {field: _field_values(dataset, field) for field in fields}
+    texts = [""]
+    for item_id in range(1, dataset.item_num):
+        parts = []
+        for field in fields:
+            value = _clean(columns[field][item_id])
+            if not value:
+                if missing_value is None:
+                    continue
+                value = missing_value
+            parts.append(template.format(name=field, value=value))
+        texts.append(separator.join(parts) or fallback)
+    return texts
+
+
+def truncate_to_tokens(texts, tokenizer, max_tokens):
+    """Cut each text to its first ``max_tokens`` tokens (special tokens not counted).
+
+    With a fast tokenizer the cut is made at the character offset of the last kept token, so the text
+    is kept verbatim; a slow tokenizer's kept tokens are decoded instead.
+    """
+    if max_tokens is None or max_tokens <= 0:
+        raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
+    encoded = tokenizer(list(texts), add_special_tokens=False,
+                        return_offsets_mapping=tokenizer.is_fast)
+    truncated = []
+    for i, text in enumerate(texts):
+        ids = encoded["input_ids"][i]
+        if len(ids) <= max_tokens:
+            truncated.append(text)
+        elif tokenizer.is_fast:
+            truncated.append(text[: encoded["offset_mapping"][i][max_tokens - 1][1]])
+        else:
+            truncated.append(tokenizer.decode(ids[:max_tokens]))
+    return truncated

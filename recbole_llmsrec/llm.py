@@ -1,0 +1,142 @@
+"""Loading the LLMs and text encoders every model uses, from ``<prefix>_path`` in the config.
+
+One entry point, ``load_llm``, and ``load_llm_from_config`` which reads the keys of one LLM slot
+(``llm_*`` by default; a model with two LLMs uses two prefixes, e.g. ``item_llm_*`` and ``user_llm_*``):
+
+- ``<prefix>_path``: a Hugging Face hub id or a local directory written by ``save_pretrained``.
+- ``<prefix>_dtype``: ``bfloat16`` | ``float16`` | ``float32``.
+- ``<prefix>_lora``: ``~`` (no LoRA) or ``{r, alpha, dropout, target_modules}`` for peft's ``LoraConfig``.
+- ``<prefix>_gradient_checkpointing``: trade compute for activation memory.
+- ``trust_remote_code``: off unless the config turns it on (runs code shipped with a checkpoint).
+
+``kind="causal_lm"`` gives the model with its LM head (``AutoModelForCausalLM``); ``kind="base"`` gives
+the bare transformer (``AutoModel``: a decoder without the vocabulary projection, or an encoder such as
+BERT/MiniLM), for models that read hidden states and never need vocabulary logits.
+"""
+
+import os
+
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+KINDS = {"causal_lm": AutoModelForCausalLM, "base": AutoModel}
+
+
+class LLMLoadError(ValueError):
+    """A model path that cannot be loaded; the message names the config key and the fix."""
+
+
+def resolve_dtype(name, key="llm_dtype"):
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"{key}={name!r} is not supported: use one of {sorted(DTYPES)}.")
+    return DTYPES[name]
+
+
+def _looks_local(path):
+    # a hub id is "name" or "org/name"; anything else is meant as a directory on disk
+    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1
+
+
+def _load_error(path, key, reason):
+    name = os.path.basename(path.rstrip("/")) or "model"
+    return LLMLoadError(
+        f"{key}={path!r} could not be loaded: {reason}. Point {key} at a local copy: download it once "
+        f"on a machine with internet (e.g. `hf download {path} --local-dir /models/{name}`), then set "
+        f"`{key}: /models/{name}` in your YAML or pass --{key}=/models/{name}."
+    )
+
+
+def _check_path(path, key):
+    if not isinstance(path, str) or not path:
+        raise LLMLoadError(f"{key} is not set: give a Hugging Face hub id or a local model directory.")
+    expanded = os.path.expanduser(path)
+    if _looks_local(path) and not os.path.isdir(expanded):
+        raise _load_error(path, key, "no such local directory")
+    return expanded if os.path.isdir(expanded) else path
+
+
+def load_tokenizer(path, key="llm_path", trust_remote_code=False):
+    source = _check_path(path, key)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _load_error(path, key, str(err).splitlines()[0]) from err
+
+
+def load_llm(path, kind="causal_lm", dtype="bfloat16", lora=None, gradient_checkpointing=False,
+             trust_remote_code=False, key="llm_path", with_tokenizer=True):
+    """Load ``(model, tokenizer)``; the tokenizer is ``None`` when ``with_tokenizer`` is false.
+
+    LoRA (when ``lora`` is a dict) wraps the model with peft; only the adapters then train. The rest
+    of the freezing policy belongs to the caller.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {sorted(KINDS)}.")
+    source = _check_path(path, key)
+    torch_dtype = resolve_dtype(dtype, key.replace("_path", "_dtype"))
+    try:
+        model = KINDS[kind].from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error(path, key, str(err).splitlines()[0]) from err
+    tokenizer = load_tokenizer(path, key, trust_remote_code) if with_tokenizer else None
+
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora:
+        model = apply_lora(model, lora, key.replace("_path", "_lora"), gradient_checkpointing)
+    return model, tokenizer
+
+
+def apply_lora(model, lora, key="llm_lora", gradient_checkpointing=False):
+    from peft import LoraConfig, get_peft_model
+
+    unknown = set(lora) - {"r", "alpha", "dropout", "target_modules"}
+    if unknown:
+        raise ValueError(f"{key} has unknown entries {sorted(unknown)}: use r, alpha, dropout, "
+                         "target_modules.")
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
+    lora_config = LoraConfig(
+        r=lora.get("r", 8),
+        lora_alpha=lora.get("alpha", 16),
+        lora_dropout=lora.get("dropout", 0.0),
+        target_modules=lora.get("target_modules"),
+        bias="none",
+    )
+    return get_peft_model(model, lora_config)
+
+
+def load_llm_from_config(config, prefix="llm", kind="causal_lm", with_tokenizer=True):
+    """``load_llm`` with the ``<prefix>_*`` keys of ``config`` (see the module docstring)."""
+    return load_llm(
+        config[f"{prefix}_path"],
+        kind=kind,
+        dtype=config[f"{prefix}_dtype"],
+        lora=config[f"{prefix}_lora"],
+        gradient_checkpointing=bool(config[f"{prefix}_gradient_checkpointing"]),
+        trust_remote_code=bool(config["trust_remote_code"]),
+        key=f"{prefix}_path",
+        with_tokenizer=with_tokenizer,
+    )
+
+
+def freeze(module):
+    """Stop gradients into ``module`` and put it in eval mode (no dropout); returns it."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+@torch.no_grad()
+def mean_pooled_embeddings(model, tokenizer, texts, max_length):
+    """Sentence-BERT embeddings: the attention-masked mean of the last hidden states."""
+    device = next(model.parameters()).device
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt").to(device)
+    hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

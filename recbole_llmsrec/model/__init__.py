@@ -1,0 +1,1 @@
+"""This plugin's models; ``get_model(name)`` looks here before RecBole."""

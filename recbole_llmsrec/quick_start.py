@@ -1,0 +1,110 @@
+"""``run_recbole`` and the command line, without ``recbole.quick_start`` (which imports ray 2.6.3).
+
+For RecBole's own models this runs exactly the steps of RecBole 1.2.1's ``run_recbole`` in the same
+order (seeding, dataset, split, model, FLOPs count, fit, evaluate), so the metrics are identical to
+RecBole's for the same config and seed. For this plugin's models the thop FLOPs count is skipped: it
+would push a sample through a multi-billion-parameter LLM only to log a number thop cannot count.
+Single process only (RecBole's ``nproc``/``world_size`` multi-GPU launch is not wrapped).
+"""
+
+import argparse
+import sys
+from logging import getLogger
+
+from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_llmsrec.config import Config
+from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
+
+
+def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
+                checkpoint=None):
+    """Train and test ``model`` on ``dataset``; RecBole's ``run_recbole`` plus the plugin's models.
+
+    Args:
+        model (str): a model name; this plugin's models are found first, then RecBole's.
+        dataset (str): a dataset name (atomic files under ``data_path``; ``ml-100k`` is shipped).
+        config_file_list (list[str]): YAML files, later ones win.
+        config_dict (dict): parameters that override the files.
+        saved (bool): save the best model under ``checkpoint_dir`` and test with it.
+        checkpoint (str): a checkpoint written by an earlier run of the same config to resume from.
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``
+        (RecBole's result dict) and ``saved_model_file``.
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                    config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = get_model(config["model"])
+    model = model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    if not is_plugin_model(model_class):
+        flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if checkpoint:
+        trainer.resume_checkpoint(checkpoint)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+
+    logger.info("The running environment of this training is as follows:\n"
+                + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file,
+    }
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Run a RecBole or recbole-llmsrec model. Any other --key=value overrides that "
+        "config key, as in RecBole.",
+    )
+    parser.add_argument("--model", "-m", default="SASRec", help="model name (default: SASRec)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", default=None,
+                        help="space-separated YAML files, later ones win")
+    parser.add_argument("--checkpoint", default=None,
+                        help="resume training from this checkpoint (a .pth under checkpoint_dir)")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, overrides = build_parser().parse_known_args(argv)
+    malformed = [arg for arg in overrides if not (arg.startswith("--") and "=" in arg)]
+    if malformed:
+        build_parser().error(f"unrecognised arguments {malformed}: overrides are written --key=value")
+    # RecBole's Config reads --key=value pairs from sys.argv itself; leave it only the overrides
+    sys.argv = [sys.argv[0]] + overrides
+    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
+                checkpoint=args.checkpoint)
+
+
+if __name__ == "__main__":
+    main()
