@@ -1,8 +1,24 @@
 import sys
 
 import pytest
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
 
 import recbole_llmsrec  # noqa: F401  (applies the RecBole compatibility fixes)
+import recbole_llmsrec.model
+
+
+class ToyLLMRec(SequentialRecommender):
+    """Stands in for a plugin model (config and data tests need one before the real models land)."""
+
+    input_type = InputType.POINTWISE
+
+
+@pytest.fixture
+def toy_model(monkeypatch):
+    """Registers ToyLLMRec in recbole_llmsrec.model, so the plugin's Config treats it as its own."""
+    monkeypatch.setattr(recbole_llmsrec.model, "ToyLLMRec", ToyLLMRec, raising=False)
+    return "ToyLLMRec"
 
 
 @pytest.fixture(autouse=True)

@@ -2,24 +2,15 @@
 
 import pytest
 import yaml
-from recbole.model.abstract_recommender import SequentialRecommender
+from conftest import ToyLLMRec
 from recbole.model.sequential_recommender.sasrec import SASRec
-from recbole.utils import InputType
 
-import recbole_llmsrec.model
 from recbole_llmsrec import Config, get_model
 from recbole_llmsrec.utils import is_plugin_model
 
 
-class ToyLLMRec(SequentialRecommender):
-    """Stands in for a plugin model: registered in recbole_llmsrec.model by the fixture below."""
-
-    input_type = InputType.POINTWISE
-
-
 @pytest.fixture
-def toy_plugin_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(recbole_llmsrec.model, "ToyLLMRec", ToyLLMRec, raising=False)
+def toy_plugin_model(tmp_path, monkeypatch, toy_model):
     properties = tmp_path / "properties"
     (properties / "model").mkdir(parents=True)
     (properties / "dataset").mkdir()

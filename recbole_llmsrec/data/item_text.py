@@ -12,13 +12,15 @@ Config keys (defaults in ``properties/overall.yaml``; datasets and models overri
 - ``item_text_fallback``: the text of an item none of whose fields has a value.
 
 Values are read back from RecBole's loaded dataset: a ``token`` through its id-to-token table, a
-``token_seq`` as its tokens joined by ``seq_separator``, a ``float`` as RecBole holds it (normalised to
-[0, 1] when ``normalize_all``/``normalize_field`` covers it). Padding item 0 gets the empty string.
+``token_seq`` as its tokens joined by ``seq_separator``, a ``float`` as RecBole holds it: normalised to
+[0, 1] when ``normalize_all``/``normalize_field`` covers it, and a missing float already replaced by the
+column mean (RecBole's imputation), so prefer token fields for text. Padding item 0 gets ''.
 """
 
 import math
 
 import numpy as np
+import pandas as pd
 from recbole.utils import FeatureSource, FeatureType
 
 PAD_TOKEN = "[PAD]"
@@ -48,21 +50,27 @@ def _check_fields(fields, dataset):
     return list(fields)
 
 
+def _item_column(dataset, field):
+    """``field`` per item id as numpy rows: ``item_feat`` is a DataFrame ordered by item id right after
+    ``create_dataset`` and an ``Interaction`` once ``data_preparation`` has run."""
+    column = dataset.item_feat[field]
+    if isinstance(column, pd.Series):
+        return [np.asarray(row) for row in column.to_numpy()]
+    return list(column.numpy())
+
+
 def _field_values(dataset, field):
     """The text of ``field`` for every item id (index = internal item id), '' where missing."""
-    column = dataset.item_feat[field]
+    rows = _item_column(dataset, field)
     ftype = dataset.field2type[field]
-    if ftype == FeatureType.TOKEN:
-        tokens = np.asarray(dataset.field2id_token[field], dtype=object)
-        return ["" if t == PAD_TOKEN else str(t) for t in tokens[column.numpy()]]
-    if ftype == FeatureType.TOKEN_SEQ:
+    if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
         tokens = np.asarray(dataset.field2id_token[field], dtype=object)
         separator = dataset.config["seq_separator"]
-        return [separator.join(str(t) for t in tokens[row[row > 0]]) for row in column.numpy()]
-    if ftype == FeatureType.FLOAT:
-        return ["" if math.isnan(v) else f"{v:g}" for v in column.tolist()]
-    if ftype == FeatureType.FLOAT_SEQ:
-        return [" ".join(f"{v:g}" for v in row if not math.isnan(v)) for row in column.tolist()]
+        return [separator.join(str(t) for t in tokens[np.atleast_1d(row).astype(np.int64)]
+                               if t != PAD_TOKEN) for row in rows]
+    if ftype in (FeatureType.FLOAT, FeatureType.FLOAT_SEQ):
+        return [" ".join(f"{v:g}" for v in np.atleast_1d(row).tolist() if not math.isnan(v))
+                for row in rows]
     raise ValueError(f"item_text_fields entry {field!r} has unsupported type {ftype}.")
 
 

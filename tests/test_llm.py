@@ -1,0 +1,63 @@
+"""LLM loading from llm_path: a tiny local checkpoint, dtypes, LoRA, clear errors."""
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM, LlamaModel
+
+from recbole_llmsrec import Config
+from recbole_llmsrec.llm import LLMLoadError, freeze, load_llm, load_llm_from_config
+
+
+def test_tiny_local_llama_loads_through_llm_path(tiny_llama_dir, toy_model):
+    config = Config(model=toy_model, dataset="ml-100k",
+                    config_dict={"train_neg_sample_args": None, "llm_path": tiny_llama_dir})
+    model, tokenizer = load_llm_from_config(config)
+    assert isinstance(model, LlamaForCausalLM)
+    assert model.dtype == torch.bfloat16                      # llm_dtype default
+    reference = LlamaForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16)
+    assert torch.equal(model.model.embed_tokens.weight, reference.model.embed_tokens.weight)
+    ids = tokenizer("Toy Story", return_tensors="pt")["input_ids"]
+    assert model(input_ids=ids).logits.shape[-1] == model.config.vocab_size
+
+
+def test_base_kind_is_the_bare_decoder_without_lm_head(tiny_llama_dir):
+    model, _ = load_llm(tiny_llama_dir, kind="base", dtype="float32", with_tokenizer=False)
+    assert isinstance(model, LlamaModel) and not hasattr(model, "lm_head")
+    assert model.dtype == torch.float32
+
+
+def test_lora_trains_only_adapters_and_gradient_checkpointing_turns_on(tiny_llama_dir):
+    model, _ = load_llm(tiny_llama_dir, dtype="float32", gradient_checkpointing=True,
+                        lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert model.base_model.model.model.gradient_checkpointing
+    model.train()
+    loss = model(input_ids=torch.tensor([[5, 6, 7, 8]]), labels=torch.tensor([[5, 6, 7, 8]])).loss
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_bad_llm_path_names_the_key_and_the_fix(tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(LLMLoadError, match=r"llm_path=.*no-such-model.*--llm_path="):
+        load_llm(missing)
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(LLMLoadError, match=r"item_llm_path=.*Point item_llm_path at a local copy"):
+        load_llm(str(empty_dir), key="item_llm_path")
+    with pytest.raises(LLMLoadError, match="llm_path is not set"):
+        load_llm(None)
+
+
+def test_bad_dtype_and_lora_keys_are_clear_errors(tiny_llama_dir):
+    with pytest.raises(ValueError, match=r"llm_dtype='fp8'.*bfloat16"):
+        load_llm(tiny_llama_dir, dtype="fp8")
+    with pytest.raises(ValueError, match=r"llm_lora has unknown entries \['rank'\]"):
+        load_llm(tiny_llama_dir, dtype="float32", lora={"rank": 4})
+
+
+def test_freeze_stops_gradients_and_dropout(tiny_llama_dir):
+    model, _ = load_llm(tiny_llama_dir, dtype="float32", with_tokenizer=False)
+    freeze(model)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
