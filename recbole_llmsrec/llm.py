@@ -140,3 +140,25 @@ def mean_pooled_embeddings(model, tokenizer, texts, max_length):
     hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class FrozenLLMNotSaved:
+    """Mixin for a model holding a frozen LLM as ``self.llm``: the LLM's weights are loaded from
+    ``llm_path`` and never change, so RecBole checkpoints leave them out (a 3B LLM would add 6 GB to
+    every checkpoint) and ``load_state_dict`` does not expect them."""
+
+    unsaved_prefix = "llm."
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for key in [k for k in state if k.startswith(prefix + self.unsaved_prefix)]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(self.unsaved_prefix)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}: "
+                               f"missing keys {missing}, unexpected keys {result.unexpected_keys}")
+        return result._replace(missing_keys=missing)

@@ -11,11 +11,12 @@ import argparse
 import sys
 from logging import getLogger
 
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_llmsrec.config import Config
+from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
 

@@ -1,1 +1,5 @@
 """This plugin's models; ``get_model(name)`` looks here before RecBole."""
+
+from recbole_llmsrec.model.llmsrec import LLMSRec
+
+__all__ = ["LLMSRec"]

@@ -1,0 +1,95 @@
+"""Stage 0 of LLM-SRec and A-LLMRec: RecBole's own SASRec as the frozen collaborative-filtering model.
+
+Either loaded from a standard RecBole checkpoint (``cf_checkpoint: saved/SASRec-....pth``) of the same
+dataset, or pre-trained here through RecBole's ``Trainer`` and saved like any RecBole run. Config keys:
+
+- ``cf_checkpoint``: path of a RecBole SASRec checkpoint; ``~`` pre-trains one.
+- ``cf_config``: the settings the teacher is pre-trained with (RecBole SASRec keys: ``hidden_size``,
+  ``n_layers``, ``epochs``, ``learning_rate``, ...), applied over the run's own config, so data, split,
+  ``MAX_ITEM_LIST_LENGTH`` and evaluation are the run's.
+
+The teacher is always frozen and in eval mode: the originals left its dropout on while distilling.
+"""
+
+import copy
+from logging import getLogger
+
+from recbole.data import create_dataset, data_preparation
+from recbole.model.sequential_recommender.sasrec import SASRec
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_llmsrec.compat import load_checkpoint
+from recbole_llmsrec.llm import freeze
+
+# Dataset settings that must match between the teacher's run and this run (item ids must be the same).
+MATCHING_DATASET_KEYS = ("dataset", "user_inter_num_interval", "item_inter_num_interval",
+                         "val_interval", "rm_dup_inter", "filter_inter_by_user_or_item",
+                         "MAX_ITEM_LIST_LENGTH")
+
+
+def teacher_config(config):
+    """The run's config with the model switched to SASRec and ``cf_config`` applied over it."""
+    cf_config = copy.deepcopy(config)
+    cf_config.model, cf_config.model_class = "SASRec", SASRec
+    cf_config.final_config_dict["model"] = "SASRec"
+    cf_config.final_config_dict.update(config["cf_config"] or {})
+    if cf_config["loss_type"] != "CE":
+        raise ValueError("cf_config.loss_type must be CE: the teacher reuses the run's training data, "
+                         "which has no sampled negatives (train_neg_sample_args: ~).")
+    return cf_config
+
+
+def build_teacher(config, dataset):
+    """A frozen SASRec with the teacher's architecture; loaded from ``cf_checkpoint`` when given.
+
+    Returns ``(teacher, loaded)``.
+    """
+    path = config["cf_checkpoint"]
+    if path:
+        checkpoint = load_checkpoint(path, map_location="cpu")
+        cf_config = _checked_teacher_config(config, dataset, checkpoint, path)
+        teacher = SASRec(cf_config, dataset)
+        teacher.load_state_dict(checkpoint["state_dict"])
+        getLogger().info(set_color("SASRec teacher loaded from", "green") + f": {path}")
+        return freeze(teacher), True
+    return freeze(SASRec(teacher_config(config), dataset)), False
+
+
+def _checked_teacher_config(config, dataset, checkpoint, path):
+    cf_config = checkpoint["config"]
+    if cf_config["model"] != "SASRec":
+        raise ValueError(f"cf_checkpoint={path} is a {cf_config['model']} checkpoint; "
+                         f"{config['model']} needs a RecBole SASRec checkpoint.")
+    mismatched = {key: (cf_config[key], config[key]) for key in MATCHING_DATASET_KEYS
+                  if cf_config[key] != config[key]}
+    if mismatched:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in mismatched.items())
+        raise ValueError(f"cf_checkpoint={path} was trained on other data ({detail}). Train SASRec on "
+                         "the same dataset and settings, or set cf_checkpoint: ~ to pre-train one.")
+    n_items = checkpoint["state_dict"]["item_embedding.weight"].shape[0]
+    if n_items != dataset.item_num:
+        raise ValueError(f"cf_checkpoint={path} has {n_items} item embeddings but dataset "
+                         f"{config['dataset']} has {dataset.item_num} items: it was trained on "
+                         "another version of the data. Set cf_checkpoint: ~ to pre-train one.")
+    cf_config.final_config_dict["device"] = config["device"]
+    return cf_config
+
+
+def pretrain_teacher(config, show_progress=False):
+    """Pre-train SASRec through RecBole's Trainer on the run's data; returns the best checkpoint's path.
+
+    The teacher gets RecBole's standard SequentialDataset (every prefix a training sample) for the same
+    leave-one-out split, so it sees only training interactions.
+    """
+    logger = getLogger()
+    cf_config = teacher_config(config)
+    logger.info(set_color("Pre-training the SASRec teacher", "green") + f": {config['cf_config']}")
+    train_data, valid_data, test_data = data_preparation(cf_config, create_dataset(cf_config))
+    teacher = SASRec(cf_config, train_data._dataset).to(cf_config["device"])
+    trainer = Trainer(cf_config, teacher)
+    trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=show_progress)
+    logger.info(set_color("SASRec teacher test result", "yellow") + f": {test_result}")
+    logger.info(f"Reuse this teacher with cf_checkpoint: {trainer.saved_model_file}")
+    return trainer.saved_model_file

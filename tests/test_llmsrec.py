@@ -1,0 +1,222 @@
+"""LLM-SRec: frozen parts stay frozen, prompts carry the SASRec soft tokens, losses match the spec."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from recbole.data import data_preparation
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_llmsrec import Config, get_trainer
+from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.model.llmsrec import HISTORY_TOKEN, LLMSRec, distillation_loss, uniformity
+from recbole_llmsrec.tiny_llm import build_tiny_llm
+
+TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1,
+           "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1, "hidden_act": "relu",
+           "layer_norm_eps": 1e-8, "initializer_range": 0.02, "loss_type": "CE",
+           "learning_rate": 0.001, "train_batch_size": 256, "epochs": 2, "stopping_step": 10}
+
+
+@pytest.fixture(scope="module")
+def tiny_llm_path(tmp_path_factory):
+    return build_tiny_llm(str(tmp_path_factory.mktemp("llm") / "tiny-llama"), hidden_size=32)
+
+
+@pytest.fixture
+def llmsrec_config(tiny_llm_path, tmp_path):
+    return {"use_gpu": False, "seed": 2020, "show_progress": False,
+            "checkpoint_dir": str(tmp_path / "saved"), "llm_path": tiny_llm_path,
+            "llm_dtype": "float32", "llm_gradient_checkpointing": False,
+            "user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 20, "epochs": 2,
+            "item_text_fields": ["movie_title"], "cf_config": TEACHER,
+            "projection_hidden_size": 64, "representation_size": 16, "learning_rate": 0.001}
+
+
+def prepare(config_dict):
+    config = Config(model="LLMSRec", dataset="ml-100k", config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    model = LLMSRec(config, train_data._dataset)
+    return config, model, train_data, valid_data, test_data
+
+
+def user_batch(item_lists, times=None, model=None):
+    length = model.max_seq_length
+    seq = torch.zeros(len(item_lists), length, dtype=torch.long)
+    for row, items in enumerate(item_lists):
+        seq[row, : len(items)] = torch.tensor(items)
+    data = {model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: torch.tensor([len(i) for i in item_lists])}
+    if model.time_list_field:
+        data[model.time_list_field] = torch.full((len(item_lists), length), 8.8e8)
+    return Interaction(data)
+
+
+def test_training_changes_only_the_mlps_and_the_two_token_vectors(llmsrec_config):
+    config, model, train_data, valid_data, _ = prepare(llmsrec_config)
+    frozen_llm = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    trained = {name: param.detach().clone() for name, param in model.named_parameters()
+               if param.requires_grad}
+    assert set(n.split(".")[0] for n in trained) == {
+        "item_emb_proj", "pred_user", "pred_item", "pred_user_cf", "user_out_embedding",
+        "item_out_embedding"}
+
+    trainer = get_trainer(config["MODEL_TYPE"], "LLMSRec")(config, model)
+    trainer.fit(train_data, valid_data, saved=False)
+
+    assert bool(model.cf_teacher_ready)  # no cf_checkpoint: the teacher was pre-trained first
+    teacher_after_pretraining = {k: v.clone() for k, v in model.cf_model.state_dict().items()}
+    trainer.fit(train_data, valid_data, saved=False)   # a second fit: the teacher must not move
+    for key, value in model.cf_model.state_dict().items():
+        assert torch.equal(value, teacher_after_pretraining[key]), key
+    for key, value in model.llm.state_dict().items():
+        assert torch.equal(value, frozen_llm[key]), key
+    for name, param in model.named_parameters():
+        if name in trained:
+            assert not torch.equal(param, trained[name]), f"{name} did not train"
+
+
+def test_user_prompt_holds_projected_sasrec_embeddings_at_history_slots(llmsrec_config):
+    _, model, *_ = prepare(llmsrec_config)
+    model.eval()
+    captured = {}
+    model.llm.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.update(kwargs), with_kwargs=True)
+    histories = [[5, 9, 2], list(range(1, 16))]     # 3 items, and 15 items of which 10 are shown
+    batch = user_batch(histories, model=model)
+
+    prompts, shown = model._user_prompts(batch)
+    assert [p.count(HISTORY_TOKEN) for p in prompts] == [3, 10]
+    assert "Item No.10" in prompts[1] and "Item No.11" not in prompts[1]
+    assert 'Time: 1997-11-20, "' in prompts[0] and model.titles[5] in prompts[0]
+    assert shown == [5, 9, 2] + list(range(6, 16))
+
+    with torch.no_grad():
+        model.user_representation(batch, use_prefix_cache=False)
+    ids = model.tokenizer(prompts, padding=True, return_tensors="pt")["input_ids"]
+    slots = ids == model.history_token_id
+    expected = model.item_emb_proj(model.cf_model.item_embedding(torch.tensor(shown)))
+    torch.testing.assert_close(captured["inputs_embeds"][slots], expected)
+    out_slots = ids == model.user_out_id
+    assert torch.equal(captured["inputs_embeds"][out_slots],
+                       model.user_out_embedding.detach().expand(2, -1))
+
+
+def test_user_vector_changes_when_history_order_changes(llmsrec_config):
+    _, model, *_ = prepare(llmsrec_config)
+    model.eval()
+    with torch.no_grad():
+        users = model.user_representation(user_batch([[5, 9, 2, 7], [7, 2, 9, 5]], model=model))
+    assert not torch.allclose(users[0], users[1], atol=1e-4)
+
+
+def test_prefix_kv_cache_gives_the_plain_outputs(llmsrec_config):
+    _, model, *_ = prepare(llmsrec_config)
+    model.eval()
+    batch = user_batch([[5, 9, 2], list(range(1, 16))], model=model)
+    items = torch.tensor([1, 2, 3, 50])
+    fed_lengths = []
+    model.llm.register_forward_pre_hook(
+        lambda module, args, kwargs: fed_lengths.append(kwargs["inputs_embeds"].shape[1])
+        if kwargs.get("inputs_embeds") is not None else None, with_kwargs=True)
+    with torch.no_grad():
+        for kind, run in (("user", lambda c: model.user_representation(batch, c)),
+                          ("item", lambda c: model.item_representation(items, c))):
+            prefix_length = len(model._prefix_ids(kind))
+            assert prefix_length > 5
+            fed_lengths.clear()
+            cached, plain = run(True), run(False)
+            assert fed_lengths[0] == fed_lengths[1] - prefix_length   # the prefix was not re-run
+            torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_distillation_loss_matches_a_hand_computation():
+    user_llm = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
+    user_cf = torch.tensor([[0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    u = user_llm / user_llm.norm(dim=1, keepdim=True)   # [.6,.8], [1,0], [0,1]
+    t = user_cf / user_cf.norm(dim=1, keepdim=True)
+    mse = ((u - t) ** 2).sum() / 6
+    def unif(x):
+        pairs = [(0, 1), (0, 2), (1, 2)]
+        return sum(torch.exp(-2 * ((x[i] - x[j]) ** 2).sum()) for i, j in pairs) / 3
+    expected = mse + 0.5 * (unif(u) + unif(t))
+    torch.testing.assert_close(distillation_loss(user_llm, user_cf, 0.5), expected)
+    assert uniformity(torch.ones(1, 2)) == 0    # a batch of one user has no pairs
+
+
+def test_distillation_loss_decreases_in_training(llmsrec_config):
+    config, model, train_data, *_ = prepare(llmsrec_config)
+    model.cf_teacher_ready.fill_(True)   # a random teacher is a fine target for this check
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    batch = next(iter(train_data))
+    losses = []
+    for _ in range(15):
+        rec, distill = model.calculate_loss(batch)
+        optimizer.zero_grad()
+        (rec + distill).backward()
+        optimizer.step()
+        losses.append(distill.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_negatives_avoid_history_and_target_and_are_seeded(llmsrec_config):
+    _, model, *_ = prepare(llmsrec_config)
+    item_seq = torch.zeros(64, model.max_seq_length, dtype=torch.long)
+    item_seq[:, :15] = torch.arange(1, 16)
+    target = torch.full((64,), 16)
+    negatives = model.sample_negatives(item_seq, target)
+    assert negatives.shape == (64, 3) and (negatives > 16).all()
+    assert all(len(set(row.tolist())) == 3 for row in negatives)
+    _, again, *_ = prepare(llmsrec_config)
+    assert torch.equal(again.sample_negatives(item_seq, target), negatives)
+
+
+def test_item_matrix_once_per_evaluation_and_predict_agrees_with_full_sort(llmsrec_config):
+    config, model, train_data, valid_data, test_data = prepare(llmsrec_config)
+    model.cf_teacher_ready.fill_(True)
+    trainer = get_trainer(config["MODEL_TYPE"], "LLMSRec")(config, model)
+    trainer.evaluate(valid_data, load_best_model=False)
+    assert model.item_repr_computations == 1
+    trainer.evaluate(test_data, load_best_model=False)
+    assert model.item_repr_computations == 1    # no training in between: the matrix is reused
+    model.train()
+    model.eval()
+    batch = user_batch([[5, 9, 2], [1, 4]], model=model)
+    with torch.no_grad():
+        full = model.full_sort_predict(batch)
+        batch.update(Interaction({model.ITEM_ID: torch.tensor([7, 300])}))
+        sampled = model.predict(batch)
+    assert model.item_repr_computations == 2
+    torch.testing.assert_close(sampled, full[[0, 1], [7, 300]])
+
+
+def test_checkpoint_leaves_the_llm_out_and_reloads(llmsrec_config):
+    _, model, *_ = prepare(llmsrec_config)
+    state = model.state_dict()
+    assert not any(key.startswith("llm.") for key in state)
+    assert "cf_model.item_embedding.weight" in state and "user_out_embedding" in state
+    _, fresh, *_ = prepare(dict(llmsrec_config, seed=7))
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.user_out_embedding, model.user_out_embedding)
+    with pytest.raises(RuntimeError, match="missing keys"):
+        fresh.load_state_dict({k: v for k, v in state.items() if k != "user_out_embedding"})
+
+
+def test_cf_checkpoint_is_loaded_instead_of_pretraining(llmsrec_config, tmp_path, caplog):
+    from recbole_llmsrec.cf_teacher import pretrain_teacher
+
+    config = Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config)
+    path = pretrain_teacher(config)
+    _, model, *_ = prepare(dict(llmsrec_config, cf_checkpoint=path))
+    assert bool(model.cf_teacher_ready)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert torch.equal(model.cf_model.item_embedding.weight, saved["item_embedding.weight"])
+    assert not model.cf_model.training and not model.cf_model.item_embedding.weight.requires_grad
+
+
+def test_cf_checkpoint_of_other_data_is_refused(llmsrec_config, small_sasrec_config):
+    from recbole_llmsrec import run_recbole
+
+    other = run_recbole("SASRec", "ml-100k", config_dict=dict(small_sasrec_config, epochs=1))
+    with pytest.raises(ValueError, match=r"trained on other data.*user_inter_num_interval"):
+        prepare(dict(llmsrec_config, cf_checkpoint=other["saved_model_file"]))
