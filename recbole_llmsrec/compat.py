@@ -20,8 +20,8 @@ Each fix is idempotent and touches only what RecBole 1.2.1 gets wrong:
    The plugin never imports it: ``recbole_llmsrec.quick_start`` is the replacement.
 4. pandas: RecBole's ``df[col].fillna(..., inplace=True)`` only works without copy-on-write, so the
    package pins ``pandas<3`` (setup.cfg). The FutureWarning pandas 2.3 prints about it on every load,
-   and torch's deprecation warning for ``torch.cuda.amp.GradScaler`` in RecBole's trainer, are silenced
-   for RecBole's modules only.
+   its ``Series.agg(len)`` deprecation, and torch's deprecation warning for ``torch.cuda.amp.GradScaler``
+   in RecBole's trainer, are silenced for RecBole's modules only.
 """
 
 import importlib
@@ -149,5 +149,9 @@ def apply():
     )
     warnings.filterwarnings(
         "ignore", message=r"`torch\.cuda\.amp\.", category=FutureWarning, module=r"recbole\.",
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"using <built-in function len> in Series\.agg", category=FutureWarning,
+        module=r"recbole\.",
     )
     _APPLIED = True

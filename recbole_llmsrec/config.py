@@ -16,8 +16,21 @@ from recbole_llmsrec.utils import get_model, is_plugin_model
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
 
 
+# Dict-valued plugin settings whose YAML defaults a user's partial dict completes instead of replacing
+# (``cf_config: {epochs: 5}`` keeps the teacher's other defaults).
+MERGED_DICT_KEYS = ("cf_config",)
+
+
 class Config(RecBoleConfig):
     properties_dir = PROPERTIES_DIR
+
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        for key in MERGED_DICT_KEYS:
+            default, given = self.internal_config_dict.get(key), self.external_config_dict.get(key)
+            if isinstance(default, dict) and isinstance(given, dict):
+                final[key] = {**default, **given}
+        return final
 
     def _get_model_and_dataset(self, model, dataset):
         if isinstance(model, str):

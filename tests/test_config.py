@@ -74,3 +74,9 @@ def test_shipped_defaults_are_found_by_an_installed_package():
     with open(os.path.join(PROPERTIES_DIR, "overall.yaml")) as f:
         shipped = yaml.safe_load(f)
     assert shipped["trust_remote_code"] is False and shipped["llm_dtype"] == "bfloat16"
+
+
+def test_partial_cf_config_completes_the_model_defaults(tmp_path):
+    config = Config(model="LLMSRec", dataset="ml-100k", config_dict={"cf_config": {"epochs": 3}})
+    assert config["cf_config"]["epochs"] == 3
+    assert config["cf_config"]["hidden_size"] == 64 and config["cf_config"]["n_heads"] == 1

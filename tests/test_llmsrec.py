@@ -220,3 +220,17 @@ def test_cf_checkpoint_of_other_data_is_refused(llmsrec_config, small_sasrec_con
     other = run_recbole("SASRec", "ml-100k", config_dict=dict(small_sasrec_config, epochs=1))
     with pytest.raises(ValueError, match=r"trained on other data.*user_inter_num_interval"):
         prepare(dict(llmsrec_config, cf_checkpoint=other["saved_model_file"]))
+
+
+def test_gradient_checkpointing_runs_the_frozen_llm_checkpointed_in_training(llmsrec_config):
+    _, model, train_data, *_ = prepare(dict(llmsrec_config, llm_gradient_checkpointing=True))
+    model.train()
+    assert model.llm.training          # HF checkpoints only modules in train mode
+    assert not model._can_use_prefix_cache()
+    rec, distill = model.calculate_loss(next(iter(train_data)))
+    (rec + distill).backward()
+    assert model.item_emb_proj[0].weight.grad.abs().sum() > 0
+    assert model.user_out_embedding.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.llm.parameters())
+    model.eval()
+    assert not model.llm.training and not model.cf_model.training

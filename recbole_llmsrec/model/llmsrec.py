@@ -143,7 +143,10 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
     # ----- modes and checkpoints --------------------------------------------------------------
     def train(self, mode=True):
         super().train(mode)
-        self.llm.eval()       # frozen parts never run dropout
+        # Frozen parts run in eval mode (no dropout), except that HF applies gradient checkpointing only
+        # to a module in train mode: with llm_gradient_checkpointing the LLM follows the model's mode,
+        # as in the original (Llama's dropout is 0).
+        self.llm.train(mode and bool(getattr(self.llm, "gradient_checkpointing", False)))
         self.cf_model.eval()
         if mode:
             self._item_repr = None
