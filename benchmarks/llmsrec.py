@@ -84,7 +84,7 @@ def main():
     sys.argv = sys.argv[:1]  # RecBole's Config would read our flags as config keys
     config = Config(model="LLMSRec", dataset="ml-100k", config_dict={
         "use_gpu": args.device == "cuda", "show_progress": False, "MAX_ITEM_LIST_LENGTH": args.max_len,
-        "item_text_fields": ["movie_title"], "llm_gradient_checkpointing": checkpointing,
+        "llm_gradient_checkpointing": checkpointing,
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
                       "mode": {"valid": "uni100", "test": "full"}}})
     from recbole.data import data_preparation

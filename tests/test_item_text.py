@@ -5,7 +5,7 @@ from recbole.data import create_dataset, data_preparation
 from transformers import AutoTokenizer
 
 from recbole_llmsrec import Config
-from recbole_llmsrec.data.item_text import build_item_texts, truncate_to_tokens
+from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles, truncate_to_tokens
 
 HOLEY_INTER = """user_id:token\titem_id:token\trating:float\ttimestamp:float
 u1\ti1\t5\t1
@@ -119,3 +119,13 @@ def test_truncate_to_tokens_keeps_the_text_verbatim(minilm_path):
     assert all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) <= 4 for t in short)
     with pytest.raises(ValueError, match="max_tokens"):
         truncate_to_tokens(texts, tokenizer, 0)
+
+
+def test_titles_come_from_the_title_field(toy_model):
+    config = make_config(toy_model, "ml-100k")
+    dataset = create_dataset(config)
+    titles = build_item_titles(dataset, config)
+    assert titles[dataset.token2id(dataset.iid_field, "1")] == "Toy Story"
+    config = make_config(toy_model, "ml-100k", item_title_field="name")
+    with pytest.raises(ValueError, match="item_title_field 'name'"):
+        build_item_titles(dataset, config)

@@ -29,7 +29,7 @@ def llmsrec_config(tiny_llm_path, tmp_path):
             "checkpoint_dir": str(tmp_path / "saved"), "llm_path": tiny_llm_path,
             "llm_dtype": "float32", "llm_gradient_checkpointing": False,
             "user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 20, "epochs": 2,
-            "item_text_fields": ["movie_title"], "cf_config": TEACHER,
+            "cf_config": TEACHER,
             "projection_hidden_size": 64, "representation_size": 16, "learning_rate": 0.001}
 
 
@@ -159,16 +159,19 @@ def test_distillation_loss_decreases_in_training(llmsrec_config):
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_negatives_avoid_history_and_target_and_are_seeded(llmsrec_config):
-    _, model, *_ = prepare(llmsrec_config)
-    item_seq = torch.zeros(64, model.max_seq_length, dtype=torch.long)
-    item_seq[:, :15] = torch.arange(1, 16)
-    target = torch.full((64,), 16)
-    negatives = model.sample_negatives(item_seq, target)
-    assert negatives.shape == (64, 3) and (negatives > 16).all()
-    assert all(len(set(row.tolist())) == 3 for row in negatives)
-    _, again, *_ = prepare(llmsrec_config)
-    assert torch.equal(again.sample_negatives(item_seq, target), negatives)
+def test_negatives_avoid_the_whole_training_history_and_are_seeded(llmsrec_config):
+    _, model, train_data, *_ = prepare(dict(llmsrec_config, MAX_ITEM_LIST_LENGTH=5))
+    batch = next(iter(train_data))
+    users = batch[model.USER_ID]
+    negatives = model.sample_negatives(users)
+    assert negatives.shape == (len(users), 3)
+    history = model.history_matrix
+    for user, target, row in zip(users.tolist(), batch[model.ITEM_ID].tolist(), negatives.tolist()):
+        seen = set(history[user].indices.tolist())
+        assert target in seen and len(seen) > 6          # more than the 5 items the sequence shows
+        assert not seen & set(row) and len(set(row)) == 3
+    _, again, *_ = prepare(dict(llmsrec_config, MAX_ITEM_LIST_LENGTH=5))
+    assert torch.equal(again.sample_negatives(users), negatives)
 
 
 def test_item_matrix_once_per_evaluation_and_predict_agrees_with_full_sort(llmsrec_config):

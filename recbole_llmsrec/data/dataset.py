@@ -5,14 +5,60 @@ augmentation"), so a user with L training interactions is L training samples. Th
 here are trained like their papers instead: ``UserSequenceDataset`` keeps, in the TRAINING split only,
 each user's longest prefix (the whole training sequence, truncated to ``MAX_ITEM_LIST_LENGTH``, with its
 last item as the target). Validation and test samples are RecBole's, unchanged (leave-one-out on the
-same ordering), so the metrics compare with any RecBole model.
+same ordering), so the metrics compare with any RecBole model. The training split also carries
+``history_matrix``, a users x items CSR matrix of every training interaction (longer than
+``MAX_ITEM_LIST_LENGTH`` included), from which training negatives are drawn.
 """
 
 import importlib
 
 import numpy as np
+import scipy.sparse as sp
+import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
+
+
+def _training_history(train):
+    """users x items CSR of the training split: every prefix's target plus the items before it."""
+    users = train.inter_feat[train.uid_field].numpy()
+    targets = train.inter_feat[train.iid_field].numpy()
+    item_lists = train.inter_feat[train.item_id_list_field].numpy()
+    seen_rows, seen_cols = np.nonzero(item_lists)
+    rows = np.concatenate([users, users[seen_rows]])
+    cols = np.concatenate([targets, item_lists[seen_rows, seen_cols]])
+    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                           shape=(train.user_num, train.item_num))
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def sample_unseen_items(history, users, num, n_items, generator, max_rounds=1000):
+    """``[len(users), num]`` distinct item ids per user, uniform over items the user has no training
+    interaction with (``history``: users x items CSR). Seeded through ``generator``."""
+    users = users.cpu().numpy().copy()
+    draw = lambda count: torch.randint(1, n_items, (count,), generator=generator)
+    items = draw(len(users) * num).view(len(users), num)
+    later = torch.ones(num, num, dtype=torch.bool).triu(1)
+    for _ in range(max_rounds):
+        seen = np.asarray(history[np.repeat(users, num), items.flatten().numpy().copy()]).reshape(items.shape)
+        clash = torch.from_numpy(seen > 0)
+        clash |= ((items.unsqueeze(2) == items.unsqueeze(1)) & later).any(1)
+        if not clash.any():
+            return items
+        items[clash] = draw(int(clash.sum()))
+    raise ValueError(f"cannot draw {num} distinct items outside a user's history: the catalogue is "
+                     "too small for that many negatives.")
+
+
+def training_history(dataset):
+    """The ``history_matrix`` of a training split built by this plugin's ``create_dataset``."""
+    history = getattr(dataset, "history_matrix", None)
+    if history is None:
+        raise ValueError(f"{dataset.config['model']} needs its own training split: build the dataset "
+                         "with recbole_llmsrec.data.dataset.create_dataset (or run_recbole), not "
+                         "recbole.data.create_dataset.")
+    return history
 
 
 class UserSequenceDataset(SequentialDataset):
@@ -21,6 +67,7 @@ class UserSequenceDataset(SequentialDataset):
     def build(self):
         datasets = super().build()
         train = datasets[0]
+        train.history_matrix = _training_history(train)
         users = train.inter_feat[train.uid_field].numpy()
         # rows of one user appear in time order, so a user's last row is its longest prefix
         _, first_in_reversed = np.unique(users[::-1], return_index=True)
@@ -31,6 +78,10 @@ class UserSequenceDataset(SequentialDataset):
 
 class LLMSRecDataset(UserSequenceDataset):
     """LLM-SRec trains one example per user per epoch: target = last training item (spec section 6)."""
+
+
+class ALLMRecDataset(UserSequenceDataset):
+    """A-LLMRec trains one example per user per epoch in stages 1 and 2 (spec sections 2-3)."""
 
 
 def create_dataset(config):

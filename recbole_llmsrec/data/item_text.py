@@ -10,6 +10,8 @@ Config keys (defaults in ``properties/overall.yaml``; datasets and models overri
 - ``item_text_missing_value``: ``~`` leaves a missing or empty field out of the text; a string is
   written in its place (A-LLMRec writes "Empty title").
 - ``item_text_fallback``: the text of an item none of whose fields has a value.
+- ``item_title_field`` / ``item_title_fallback``: the column holding an item's title, for prompts that
+  quote titles (``build_item_titles``), and what a missing title reads as ("No Title", as the originals).
 
 Values are read back from RecBole's loaded dataset: a ``token`` through its id-to-token table, a
 ``token_seq`` as its tokens joined by ``seq_separator``, a ``float`` as RecBole holds it: normalised to
@@ -78,13 +80,17 @@ def _clean(value):
     return " ".join(str(value).split())  # tabs/newlines/runs of spaces -> one space
 
 
-def build_item_texts(dataset, config):
-    """Return a list of ``dataset.item_num`` strings; entry ``i`` is the text of internal item id ``i``."""
-    fields = _check_fields(config["item_text_fields"], dataset)
-    template = config["item_text_template"]
+def build_item_texts(dataset, config, fields=None, template=None, fallback=None):
+    """Return a list of ``dataset.item_num`` strings; entry ``i`` is the text of internal item id ``i``.
+
+    ``fields``, ``template`` and ``fallback`` default to ``item_text_fields``, ``item_text_template`` and
+    ``item_text_fallback``.
+    """
+    fields = _check_fields(config["item_text_fields"] if fields is None else fields, dataset)
+    template = config["item_text_template"] if template is None else template
     separator = config["item_text_separator"]
     missing_value = config["item_text_missing_value"]
-    fallback = config["item_text_fallback"]
+    fallback = config["item_text_fallback"] if fallback is None else fallback
     for key, value in (("item_text_separator", separator), ("item_text_fallback", fallback)):
         if not isinstance(value, str):
             raise ValueError(f"{key} must be a string, got {value!r}.")
@@ -108,6 +114,17 @@ def build_item_texts(dataset, config):
             parts.append(template.format(name=field, value=value))
         texts.append(separator.join(parts) or fallback)
     return texts
+
+
+def build_item_titles(dataset, config):
+    """Each item's title (``item_title_field``), ``item_title_fallback`` where it has none."""
+    if not config["item_title_field"]:
+        raise ValueError("item_title_field is not set: name the .item column holding item titles.")
+    try:
+        return build_item_texts(dataset, config, fields=[config["item_title_field"]],
+                                template="{value}", fallback=config["item_title_fallback"])
+    except ValueError as err:
+        raise ValueError(str(err).replace("item_text_fields entry", "item_title_field")) from None
 
 
 def truncate_to_tokens(texts, tokenizer, max_tokens):

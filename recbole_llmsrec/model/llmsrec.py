@@ -35,7 +35,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from recbole_llmsrec.cf_teacher import build_teacher
-from recbole_llmsrec.data.item_text import build_item_texts, truncate_to_tokens
+from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
+from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens
 from recbole_llmsrec.llm import FrozenLLMNotSaved, freeze, load_llm_from_config
 
 HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN = "[HistoryEmb]", "[UserOut]", "[ItemOut]"
@@ -109,6 +110,7 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
         self.time_scale = {"s": 1.0, "ms": 1e-3}[config["time_field_unit"]]
 
         self.negative_generator = torch.Generator().manual_seed(config["seed"])
+        self.history_matrix = training_history(dataset)
         self._item_repr = None
         self.item_repr_computations = 0  # how often the item matrix was built (one per evaluation)
         self._prefix_kv = {}
@@ -124,7 +126,7 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
                 raise ValueError(f"{name} must contain {list(needed)}; missing {missing}.")
 
     def _titles(self, config, dataset):
-        texts = build_item_texts(dataset, config)
+        texts = build_item_titles(dataset, config)
         for token in (HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN):  # a title must not fake a slot
             texts = [t.replace(token, "") for t in texts]
         return truncate_to_tokens(texts, self.tokenizer, config["max_title_tokens"])
@@ -254,27 +256,19 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
         return self.pred_item(self._item_states(items, use_prefix_cache))
 
     # ----- training ---------------------------------------------------------------------------
-    def sample_negatives(self, item_seq, target):
-        """``train_negatives`` distinct items per user, uniform over items outside its history and target."""
-        forbidden = torch.cat([item_seq, target.unsqueeze(1)], dim=1).cpu()
-        draw = lambda *shape: torch.randint(1, self.n_items, shape, generator=self.negative_generator)
-        negatives = draw(len(target), self.num_negatives)
-        later = torch.ones(self.num_negatives, self.num_negatives, dtype=torch.bool).triu(1)
-        for _ in range(1000):
-            clash = (negatives.unsqueeze(2) == forbidden.unsqueeze(1)).any(2)
-            clash |= ((negatives.unsqueeze(2) == negatives.unsqueeze(1)) & later).any(1)
-            if not clash.any():
-                return negatives.to(target.device)
-            negatives[clash] = draw(int(clash.sum()))
-        raise ValueError(f"cannot draw {self.num_negatives} negatives outside a user's history: the "
-                         "catalogue is too small; lower train_negatives.")
+    def sample_negatives(self, users):
+        """``train_negatives`` distinct items per user outside its whole training history (and so
+        never the target), seeded."""
+        return sample_unseen_items(self.history_matrix, users, self.num_negatives, self.n_items,
+                                   self.negative_generator).to(users.device)
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
         user = self.user_representation(interaction)
 
-        candidates = torch.cat([target.unsqueeze(1), self.sample_negatives(item_seq, target)], dim=1)
+        negatives = self.sample_negatives(interaction[self.USER_ID])
+        candidates = torch.cat([target.unsqueeze(1), negatives], dim=1)
         distinct, where = torch.unique(candidates, return_inverse=True)  # each item encoded once
         items = self.item_representation(distinct)[where]
         logits = torch.einsum("bd,bcd->bc", user, items)
