@@ -56,22 +56,27 @@ def build_teacher(config, dataset):
     return freeze(SASRec(teacher_config(config), dataset)), False
 
 
+def check_same_data(config, dataset, saved_config, n_items, path, key="cf_checkpoint"):
+    """Refuse a checkpoint (``key``) whose run used other data than this one, naming the difference."""
+    mismatched = {k: (saved_config[k], config[k]) for k in MATCHING_DATASET_KEYS
+                  if saved_config[k] != config[k]}
+    if mismatched:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in mismatched.items())
+        raise ValueError(f"{key}={path} was trained on other data ({detail}). Use a checkpoint of the "
+                         f"same dataset and settings, or set {key}: ~ to train one.")
+    if n_items != dataset.item_num:
+        raise ValueError(f"{key}={path} has {n_items} item embeddings but dataset {config['dataset']} "
+                         f"has {dataset.item_num} items: it was trained on another version of the "
+                         f"data. Set {key}: ~ to train one.")
+
+
 def _checked_teacher_config(config, dataset, checkpoint, path):
     cf_config = checkpoint["config"]
     if cf_config["model"] != "SASRec":
         raise ValueError(f"cf_checkpoint={path} is a {cf_config['model']} checkpoint; "
                          f"{config['model']} needs a RecBole SASRec checkpoint.")
-    mismatched = {key: (cf_config[key], config[key]) for key in MATCHING_DATASET_KEYS
-                  if cf_config[key] != config[key]}
-    if mismatched:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in mismatched.items())
-        raise ValueError(f"cf_checkpoint={path} was trained on other data ({detail}). Train SASRec on "
-                         "the same dataset and settings, or set cf_checkpoint: ~ to pre-train one.")
-    n_items = checkpoint["state_dict"]["item_embedding.weight"].shape[0]
-    if n_items != dataset.item_num:
-        raise ValueError(f"cf_checkpoint={path} has {n_items} item embeddings but dataset "
-                         f"{config['dataset']} has {dataset.item_num} items: it was trained on "
-                         "another version of the data. Set cf_checkpoint: ~ to pre-train one.")
+    check_same_data(config, dataset, cf_config,
+                    checkpoint["state_dict"]["item_embedding.weight"].shape[0], path)
     cf_config.final_config_dict["device"] = config["device"]
     return cf_config
 

@@ -131,9 +131,8 @@ def freeze(module):
     return module.eval()
 
 
-@torch.no_grad()
-def mean_pooled_embeddings(model, tokenizer, texts, max_length):
-    """Sentence-BERT embeddings: the attention-masked mean of the last hidden states."""
+def mean_pooled(model, tokenizer, texts, max_length):
+    """Sentence-BERT embeddings: the attention-masked mean of the last hidden states (with grad)."""
     device = next(model.parameters()).device
     batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                       return_tensors="pt").to(device)
@@ -142,22 +141,30 @@ def mean_pooled_embeddings(model, tokenizer, texts, max_length):
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
+@torch.no_grad()
+def mean_pooled_embeddings(model, tokenizer, texts, max_length):
+    """``mean_pooled`` without grad, for a frozen encoder."""
+    return mean_pooled(model, tokenizer, texts, max_length)
+
+
 class FrozenLLMNotSaved:
     """Mixin for a model holding a frozen LLM as ``self.llm``: the LLM's weights are loaded from
     ``llm_path`` and never change, so RecBole checkpoints leave them out (a 3B LLM would add 6 GB to
-    every checkpoint) and ``load_state_dict`` does not expect them."""
+    every checkpoint) and ``load_state_dict`` does not expect them. ``unsaved_prefixes`` may name
+    other submodules that are rebuilt rather than restored."""
 
-    unsaved_prefix = "llm."
+    unsaved_prefixes = ("llm.",)
 
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
         state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
-        for key in [k for k in state if k.startswith(prefix + self.unsaved_prefix)]:
+        unsaved = tuple(prefix + name for name in self.unsaved_prefixes)
+        for key in [k for k in state if k.startswith(unsaved)]:
             del state[key]
         return state
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not k.startswith(self.unsaved_prefix)]
+        missing = [k for k in result.missing_keys if not k.startswith(self.unsaved_prefixes)]
         if strict and (missing or result.unexpected_keys):
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}: "
                                f"missing keys {missing}, unexpected keys {result.unexpected_keys}")

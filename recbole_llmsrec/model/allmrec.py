@@ -1,0 +1,348 @@
+"""A-LLMRec (KDD'24; code ghdtjr/A-LLMRec) as a RecBole sequential recommender (spec ``allmrec.md``).
+
+Stage 0: a frozen RecBole SASRec (``recbole_llmsrec.cf_teacher``). Stage 1 (``stage1_loss``): an item
+auto-encoder on SASRec's item embeddings is aligned with a text auto-encoder on a fine-tuned
+Sentence-BERT embedding of each item's text. Stage 2 (``calculate_loss``): SASRec's user state and the
+stage-1 item latents are projected into a frozen causal LLM as soft tokens of a prompt with 10 history
+items and 20 candidates; the LM loss is on the quoted target title and EOS. ``ALLMRecTrainer`` runs the
+stages in order inside RecBole's training loop.
+
+Ranking for RecBole's evaluator (the original only generates text):
+
+- ``predict`` (sampled modes; ``uni19`` is the paper's 1 + 19 setting): one prompt per user holding its
+  candidates (chunks of ``num_candidates``), each candidate scored by the LLM log-likelihood of
+  ``"title"</s>`` teacher-forced after the prompt, all candidates of a user in one batched forward over
+  the prompt's cached keys/values. Candidates with identical titles are scored once and tie exactly.
+- ``full_sort_predict``: two-stage retrieve-then-rerank. The stage-1 head scores every item
+  (``mean_d(u * decoder(encoder(e_i)))``, the original's stage-1 recommendation logit); the top
+  ``rerank_k`` items not in the input sequence are reranked by the LLM score and placed above all others,
+  which keep their stage-1 scores.
+
+Bugs of the original avoided (spec section 7): SASRec dropout stays off (eval mode); negatives are
+seeded, distinct and outside the user's whole training history (never the target); the candidate order
+is a deterministic pseudo-random permutation independent of which candidate is the target; the stage-1
+data is shuffled; one optimizer step per batch.
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_llmsrec.cf_teacher import build_teacher
+from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
+from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles
+from recbole_llmsrec.llm import FrozenLLMNotSaved, freeze, load_llm, load_llm_from_config, mean_pooled
+
+USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
+
+
+def alignment_loss(user, item_emb, item_latent, item_recon, text_emb, text_latent, text_recon,
+                   item_weight=0.5, text_weight=0.2):
+    """Stage-1 loss L_rec + L_match + item_weight * L_item + text_weight * L_text (spec section 2).
+
+    Every item-side and text-side tensor is ``[2, B, dim]``: index 0 the positive, 1 the negative.
+    L_rec uses the DECODED item embedding and a mean (not sum) over dimensions, as the original.
+    """
+    logits = (user.unsqueeze(0) * item_recon).mean(-1)
+    labels = torch.stack([torch.ones_like(logits[0]), torch.zeros_like(logits[1])])
+    rec = F.binary_cross_entropy_with_logits(logits[0], labels[0]) + \
+        F.binary_cross_entropy_with_logits(logits[1], labels[1])
+    match = F.mse_loss(item_latent[0], text_latent[0]) + F.mse_loss(item_latent[1], text_latent[1])
+    item = F.mse_loss(item_recon[0], item_emb[0]) + F.mse_loss(item_recon[1], item_emb[1])
+    text = F.mse_loss(text_recon[0], text_emb[0].detach()) + F.mse_loss(text_recon[1], text_emb[1].detach())
+    return rec + match + item_weight * item + text_weight * text
+
+
+def _mlp(in_size, out_size, activation):
+    mlp = nn.Sequential(nn.Linear(in_size, out_size), nn.LayerNorm(out_size), activation,
+                        nn.Linear(out_size, out_size))
+    for layer in mlp:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+    return mlp
+
+
+class AutoEncoder(nn.Module):
+    """``encoder``: Linear(d, latent) + sigmoid (the aligned latent); ``decoder``: Linear(latent, d)."""
+
+    def __init__(self, size, latent_size):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(size, latent_size), nn.Sigmoid())
+        self.decoder = nn.Linear(latent_size, size)
+
+    def forward(self, x):
+        latent = self.encoder(x)
+        return latent, self.decoder(latent)
+
+
+class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
+    input_type = InputType.POINTWISE
+    # the LLM comes from llm_path; the text side is only used by stage 1 and discarded after (spec 2)
+    unsaved_prefixes = ("llm.", "text_encoder.", "text_autoencoder.")
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.config = config
+        self.cf_model, loaded = build_teacher(config, dataset)
+        self.register_buffer("stage_done", torch.tensor([loaded, False]))  # stages 0 and 1
+        cf_size = self.cf_model.item_embedding.embedding_dim
+        self.item_autoencoder = AutoEncoder(cf_size, config["alignment_size"])
+        self.text_encoder = self.text_tokenizer = self.text_autoencoder = None
+
+        self.llm, self.tokenizer = load_llm_from_config(config, kind="causal_lm")
+        freeze(self.llm)
+        self.tokenizer.add_tokens([USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN], special_tokens=True)
+        self.tokenizer.padding_side = "right"
+        self.user_token_id, self.history_token_id, self.candidate_token_id = \
+            self.tokenizer.convert_tokens_to_ids([USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN])
+        self.eos_token_id = self.tokenizer.eos_token_id
+        if self.eos_token_id is None:
+            raise ValueError(f"the tokenizer of llm_path={config['llm_path']} has no EOS token: the "
+                             "stage-2 target is the quoted title followed by EOS.")
+        llm_size = self.llm.get_input_embeddings().embedding_dim
+        self.user_proj = _mlp(cf_size, llm_size, nn.LeakyReLU())                      # log_emb_proj
+        self.item_proj = _mlp(config["alignment_size"], llm_size, nn.GELU())          # item_emb_proj
+
+        self.titles = [t.replace(HISTORY_TOKEN, "").replace(CANDIDATE_TOKEN, "")
+                       for t in build_item_titles(dataset, config)]
+        self.texts = [config["alignment_text_template"].replace("{text}", t)
+                      for t in build_item_texts(dataset, config)]
+        template = config["prompt_template"]
+        if "{history}" not in template or "{candidates}" not in template:
+            raise ValueError("prompt_template must contain {history} and {candidates}.")
+        self.prompt_template = template
+        self.history_max_items = config["history_max_items"]
+        self.num_candidates = config["num_candidates"]
+        self.rerank_k = config["rerank_k"]
+        self.history_matrix = training_history(dataset)
+        self.negative_generator = torch.Generator().manual_seed(config["seed"])
+        self.seed = config["seed"]
+        self._title_token_cache = {}
+
+    # ----- modes -----------------------------------------------------------------------------
+    def train(self, mode=True):
+        super().train(mode)
+        self.cf_model.eval()
+        self.llm.train(mode and bool(getattr(self.llm, "gradient_checkpointing", False)))
+        return self
+
+    def load_cf_teacher(self, state_dict):
+        self.cf_model.load_state_dict(state_dict)
+        self.stage_done[0] = True
+
+    @property
+    def cf_teacher_ready(self):
+        return self.stage_done[0]
+
+    def _device(self):
+        return self.user_proj[0].weight.device
+
+    # ----- stage 1: collaborative-text alignment ---------------------------------------------
+    def prepare_stage1(self):
+        """Load the Sentence-BERT encoder (fine-tuned in stage 1) and the text auto-encoder."""
+        config = self.config
+        encoder, self.text_tokenizer = load_llm(
+            config["text_encoder_path"], kind="base", dtype=config["text_encoder_dtype"],
+            trust_remote_code=bool(config["trust_remote_code"]), key="text_encoder_path")
+        self.text_encoder = encoder.to(self._device())
+        self.text_autoencoder = AutoEncoder(encoder.config.hidden_size,
+                                            config["alignment_size"]).to(self._device())
+
+    def stage1_parameters(self):
+        return [*self.item_autoencoder.parameters(), *self.text_encoder.parameters(),
+                *self.text_autoencoder.parameters()]
+
+    def stage1_loss(self, interaction):
+        users, target = interaction[self.USER_ID], interaction[self.POS_ITEM_ID]
+        negative = sample_unseen_items(self.history_matrix, users, 1, self.n_items,
+                                       self.negative_generator)[:, 0].to(target.device)
+        items = torch.stack([target, negative])                                  # [2, B]
+        with torch.no_grad():
+            user = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            item_emb = self.cf_model.item_embedding(items)
+        item_latent, item_recon = self.item_autoencoder(item_emb)
+        texts = [self.texts[i] for i in items.flatten().tolist()]
+        text_emb = mean_pooled(self.text_encoder, self.text_tokenizer, texts,
+                               self.config["text_encoder_max_length"]).float().view(2, len(users), -1)
+        text_latent, text_recon = self.text_autoencoder(text_emb)
+        return alignment_loss(user, item_emb, item_latent, item_recon, text_emb, text_latent,
+                              text_recon, self.config["stage1_item_weight"],
+                              self.config["stage1_text_weight"])
+
+    def finish_stage1(self):
+        """Freeze the item encoder and drop the text side (only the item encoder is used later)."""
+        self.item_autoencoder.requires_grad_(False)
+        self.text_encoder = self.text_tokenizer = self.text_autoencoder = None
+        self.stage_done[1] = True
+
+    def stage1_state_dict(self):
+        return {"cf_model": self.cf_model.state_dict(),
+                "item_autoencoder": self.item_autoencoder.state_dict()}
+
+    def load_stage1_state_dict(self, state):
+        self.cf_model.load_state_dict(state["cf_model"])
+        self.item_autoencoder.load_state_dict(state["item_autoencoder"])
+        self.item_autoencoder.requires_grad_(False)
+        self.stage_done.fill_(True)
+
+    def stage1_scores(self, interaction):
+        """The stage-1 head: ``mean_d(u * decoder(encoder(e_i)))`` for every item, ``[B, n_items]``."""
+        user = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        _, decoded = self.item_autoencoder(self.cf_model.item_embedding.weight)
+        return user @ decoded.T / decoded.shape[-1]
+
+    # ----- stage 2: prompts with soft tokens -------------------------------------------------
+    def _title_tokens(self, item):
+        """Token ids of ``"title"`` + EOS (no BOS), the stage-2 target of an item."""
+        if item not in self._title_token_cache:
+            ids = self.tokenizer(f'"{self.titles[item]}"', add_special_tokens=False)["input_ids"]
+            self._title_token_cache[item] = ids + [self.eos_token_id]
+        return self._title_token_cache[item]
+
+    def _prompt_ids(self, history, candidates):
+        text = self.prompt_template.replace(
+            "{history}", ",".join(f'"{self.titles[i]}"{HISTORY_TOKEN}' for i in history)).replace(
+            "{candidates}", ",".join(f'"{self.titles[i]}"{CANDIDATE_TOKEN}' for i in candidates))
+        # the user's soft token goes first, before BOS, as in the original
+        return [self.user_token_id] + self.tokenizer(text)["input_ids"]
+
+    def _history(self, interaction):
+        seqs, lengths = interaction[self.ITEM_SEQ].tolist(), interaction[self.ITEM_SEQ_LEN].tolist()
+        return [seq[max(0, n - self.history_max_items):n] for seq, n in zip(seqs, lengths)]
+
+    def _embed(self, ids, users, slot_items):
+        """Input embeddings of ``ids`` [B, T] with the user and item soft tokens put in.
+
+        ``users``: [B, d] SASRec user states; ``slot_items``: item ids of every history/candidate slot in
+        row-major order (the order the slots appear).
+        """
+        user_slots = ids == self.user_token_id
+        item_slots = (ids == self.history_token_id) | (ids == self.candidate_token_id)
+        if item_slots.sum().item() != len(slot_items) or (user_slots.sum(1) != 1).any():
+            raise ValueError(f"the tokenizer of {self.llm.name_or_path} did not keep the soft-token "
+                             "slots as single special tokens.")
+        embeds = self.llm.get_input_embeddings()(
+            ids.masked_fill(user_slots | item_slots, self.eos_token_id))
+        item_ids = torch.as_tensor(slot_items, dtype=torch.long, device=ids.device)
+        latent, _ = self.item_autoencoder(self.cf_model.item_embedding(item_ids))
+        embeds = embeds.masked_scatter(item_slots.unsqueeze(-1), self.item_proj(latent).to(embeds.dtype))
+        return embeds.masked_scatter(user_slots.unsqueeze(-1), self.user_proj(users).to(embeds.dtype))
+
+    def candidate_order(self, items):
+        """A fixed pseudo-random order of a user's candidates that ignores which one is the target."""
+        keys = (torch.as_tensor(items) * 2654435761 + self.seed) % 2147483647
+        return [items[i] for i in torch.argsort(keys).tolist()]
+
+    def calculate_loss(self, interaction):
+        """Stage 2: LM loss on ``"target title"</s>`` after the prompt (spec section 3)."""
+        device = self._device()
+        target = interaction[self.POS_ITEM_ID]
+        with torch.no_grad():
+            users = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        negatives = sample_unseen_items(self.history_matrix, interaction[self.USER_ID],
+                                        self.num_candidates - 1, self.n_items, self.negative_generator)
+        rows, slot_items, answers = [], [], []
+        for history, positive, others in zip(self._history(interaction), target.tolist(),
+                                             negatives.tolist()):
+            candidates = self.candidate_order([positive] + others)
+            rows.append(self._prompt_ids(history, candidates))
+            slot_items.extend(history + candidates)
+            answers.append(self._title_tokens(positive))
+        ids, mask, label_positions, labels = _pad_with_answers(rows, answers, self.eos_token_id, device)
+        hidden = self.llm.base_model(inputs_embeds=self._embed(ids, users, slot_items),
+                                     attention_mask=mask).last_hidden_state
+        logits = self.llm.get_output_embeddings()(hidden[label_positions]).float()
+        return F.cross_entropy(logits, labels)
+
+    # ----- ranking -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def candidate_log_likelihoods(self, interaction_row, candidates):
+        """LLM log-likelihood of ``"title"</s>`` for each candidate of ONE user (one interaction row).
+
+        The prompt runs once; every distinct title is teacher-forced in one batch over its cached
+        keys/values, so identical titles get identical scores.
+        """
+        device = self._device()
+        users = self.cf_model(interaction_row[self.ITEM_SEQ], interaction_row[self.ITEM_SEQ_LEN])
+        history = self._history(interaction_row)[0]
+        ids = torch.tensor([self._prompt_ids(history, candidates)], device=device)
+        prompt = self.llm.base_model(inputs_embeds=self._embed(ids, users, history + candidates),
+                                     use_cache=True)
+        titles = list(dict.fromkeys(self.titles[c] for c in candidates))
+        answers = [self._title_tokens(next(c for c in candidates if self.titles[c] == t)) for t in titles]
+        length = max(map(len, answers))
+        answer_ids = torch.full((len(answers), length), self.eos_token_id, device=device)
+        answer_mask = torch.zeros(len(answers), length, dtype=torch.long, device=device)
+        for row, answer in enumerate(answers):
+            answer_ids[row, : len(answer)] = torch.tensor(answer)
+            answer_mask[row, : len(answer)] = 1
+        cache = prompt.past_key_values
+        cache.batch_repeat_interleave(len(answers))
+        mask = torch.cat([torch.ones(len(answers), ids.shape[1], dtype=torch.long, device=device),
+                          answer_mask], dim=1)
+        hidden = self.llm.base_model(inputs_embeds=self.llm.get_input_embeddings()(answer_ids),
+                                     attention_mask=mask, past_key_values=cache,
+                                     use_cache=True).last_hidden_state
+        # token t of an answer is predicted by the state before it: the prompt's last one for t = 0
+        states = torch.cat([prompt.last_hidden_state[:, -1:].expand(len(answers), -1, -1),
+                            hidden[:, :-1]], dim=1)
+        log_probs = self.llm.get_output_embeddings()(states).float().log_softmax(-1)
+        token_scores = log_probs.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1) * answer_mask
+        by_title = dict(zip(titles, token_scores.sum(1)))
+        return torch.stack([by_title[self.titles[c]] for c in candidates])
+
+    def _rank_user(self, row, candidates):
+        """LLM scores of a user's candidates, in chunks of ``num_candidates`` (one prompt each)."""
+        ordered = self.candidate_order(candidates)
+        scores = {}
+        for start in range(0, len(ordered), self.num_candidates):
+            chunk = ordered[start:start + self.num_candidates]
+            scores.update(zip(chunk, self.candidate_log_likelihoods(row, chunk).tolist()))
+        return torch.tensor([scores[c] for c in candidates], device=self._device())
+
+    def predict(self, interaction):
+        # sampled evaluation gives one row per (user, candidate); group the rows by user
+        key = torch.cat([interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN].unsqueeze(1)], 1)
+        _, where = torch.unique(key, dim=0, return_inverse=True)
+        scores = torch.empty(len(interaction), device=self._device())
+        items = interaction[self.ITEM_ID]
+        for group in range(int(where.max()) + 1):
+            rows = torch.nonzero(where == group).flatten()
+            candidates = items[rows].tolist()
+            distinct = list(dict.fromkeys(candidates))
+            by_item = dict(zip(distinct, self._rank_user(interaction[rows[:1]], distinct).tolist()))
+            scores[rows] = torch.tensor([by_item[c] for c in candidates], device=scores.device)
+        return scores
+
+    def full_sort_predict(self, interaction):
+        scores = self.stage1_scores(interaction)
+        retrieval = scores.clone()
+        retrieval[:, 0] = -torch.inf
+        retrieval.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)  # seen items are masked anyway
+        top = retrieval.topk(min(self.rerank_k, self.n_items - 1), dim=1).indices
+        for row in range(len(interaction)):
+            llm_scores = self._rank_user(interaction[row:row + 1], top[row].tolist())
+            # reranked items sit strictly above every other item's stage-1 score
+            scores[row, top[row]] = llm_scores - llm_scores.min() + scores[row].max() + 1
+        return scores
+
+
+def _pad_with_answers(prompts, answers, pad_id, device):
+    """Right-padded ``prompt + answer`` ids, mask, the positions whose states predict answer tokens and
+    those tokens (for a loss on the answers only)."""
+    length = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), length, dtype=torch.long)
+    rows, positions, labels = [], [], []
+    for row, (prompt, answer) in enumerate(zip(prompts, answers)):
+        sequence = prompt + answer
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+        for offset, token in enumerate(answer):
+            rows.append(row)
+            positions.append(len(prompt) + offset - 1)
+            labels.append(token)
+    label_positions = (torch.tensor(rows, device=device), torch.tensor(positions, device=device))
+    return ids.to(device), mask.to(device), label_positions, torch.tensor(labels, device=device)
