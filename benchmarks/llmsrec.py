@@ -18,7 +18,7 @@ import torch
 import recbole_llmsrec.model.llmsrec as llmsrec_module
 from recbole_llmsrec import Config
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.llm import freeze
+from recbole_llmsrec.llm import enable_gradient_checkpointing, freeze
 
 SHAPES = {  # LlamaConfig keyword arguments
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -40,7 +40,7 @@ def build_llm(size, tokenizer_path, device, dtype, gradient_checkpointing):
         model = LlamaModel(config)
     torch.set_default_dtype(previous)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     return freeze(model), tokenizer
 
 

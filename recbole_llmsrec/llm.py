@@ -86,7 +86,7 @@ def load_llm(path, kind="causal_lm", dtype="bfloat16", lora=None, gradient_check
     tokenizer = load_tokenizer(path, key, trust_remote_code) if with_tokenizer else None
 
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     if lora:
         model = apply_lora(model, lora, key.replace("_path", "_lora"), gradient_checkpointing)
     return model, tokenizer
@@ -123,6 +123,29 @@ def load_llm_from_config(config, prefix="llm", kind="causal_lm", with_tokenizer=
         key=f"{prefix}_path",
         with_tokenizer=with_tokenizer,
     )
+
+
+def attention_kernels():
+    """Context for LLM forwards: scaled-dot-product attention on the flash, memory-efficient or math
+    kernels, not cuDNN's, whose execution plan is built anew for every new sequence length (batches of
+    ragged prompts make nearly every batch new; on an H100 that dominated the step time)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def enable_gradient_checkpointing(model):
+    """HF gradient checkpointing whose recomputation in backward runs on the same attention kernels as
+    the forward (``attention_kernels``); otherwise the recomputed layer saves other tensors and torch
+    refuses the backward."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
+        "use_reentrant": False, "context_fn": lambda: (attention_kernels(), attention_kernels())})
+
+
+def uses_gradient_checkpointing(model):
+    """Whether HF gradient checkpointing is on anywhere in ``model`` (the flag sits on the inner
+    decoder, e.g. ``OPTForCausalLM.model.decoder``)."""
+    return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
 
 
 def freeze(module):

@@ -33,7 +33,8 @@ from torch import nn
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles
-from recbole_llmsrec.llm import FrozenLLMNotSaved, freeze, load_llm, load_llm_from_config, mean_pooled
+from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm,
+                                 load_llm_from_config, mean_pooled, uses_gradient_checkpointing)
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
 
@@ -93,6 +94,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
         self.llm, self.tokenizer = load_llm_from_config(config, kind="causal_lm")
         freeze(self.llm)
+        self.llm_checkpointing = uses_gradient_checkpointing(self.llm)
         self.tokenizer.add_tokens([USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN], special_tokens=True)
         self.tokenizer.padding_side = "right"
         self.user_token_id, self.history_token_id, self.candidate_token_id = \
@@ -125,7 +127,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     def train(self, mode=True):
         super().train(mode)
         self.cf_model.eval()
-        self.llm.train(mode and bool(getattr(self.llm, "gradient_checkpointing", False)))
+        self.llm.train(mode and self.llm_checkpointing)
         return self
 
     def load_cf_teacher(self, state_dict):
@@ -251,13 +253,15 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
             slot_items.extend(history + candidates)
             answers.append(self._title_tokens(positive))
         ids, mask, label_positions, labels = _pad_with_answers(rows, answers, self.eos_token_id, device)
-        hidden = self.llm.base_model(inputs_embeds=self._embed(ids, users, slot_items),
-                                     attention_mask=mask).last_hidden_state
+        with attention_kernels():
+            hidden = self.llm.base_model(inputs_embeds=self._embed(ids, users, slot_items),
+                                         attention_mask=mask).last_hidden_state
         logits = self.llm.get_output_embeddings()(hidden[label_positions]).float()
         return F.cross_entropy(logits, labels)
 
     # ----- ranking -----------------------------------------------------------------------------
     @torch.no_grad()
+    @attention_kernels()
     def candidate_log_likelihoods(self, interaction_row, candidates):
         """LLM log-likelihood of ``"title"</s>`` for each candidate of ONE user (one interaction row).
 
@@ -292,6 +296,20 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         token_scores = log_probs.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1) * answer_mask
         by_title = dict(zip(titles, token_scores.sum(1)))
         return torch.stack([by_title[self.titles[c]] for c in candidates])
+
+    @torch.no_grad()
+    @attention_kernels()
+    def generate_answer(self, interaction_row, candidates, max_new_tokens):
+        """Greedy free-text answer of the LLM for ONE user and its candidates (the paper's protocol)."""
+        device = self._device()
+        users = self.cf_model(interaction_row[self.ITEM_SEQ], interaction_row[self.ITEM_SEQ_LEN])
+        history = self._history(interaction_row)[0]
+        ids = torch.tensor([self._prompt_ids(history, candidates)], device=device)
+        output = self.llm.generate(inputs_embeds=self._embed(ids, users, history + candidates),
+                                   attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                   do_sample=False, num_beams=1, eos_token_id=self.eos_token_id,
+                                   pad_token_id=self.eos_token_id)
+        return self.tokenizer.decode(output[0], skip_special_tokens=True)
 
     def _rank_user(self, row, candidates):
         """LLM scores of a user's candidates, in chunks of ``num_candidates`` (one prompt each)."""

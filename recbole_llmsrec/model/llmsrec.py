@@ -37,7 +37,8 @@ from transformers import DynamicCache
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens
-from recbole_llmsrec.llm import FrozenLLMNotSaved, freeze, load_llm_from_config
+from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm_from_config,
+                                 uses_gradient_checkpointing)
 
 HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN = "[HistoryEmb]", "[UserOut]", "[ItemOut]"
 _SPLIT = "\x00"  # marks where a template's variable part starts, to find its fixed prefix
@@ -77,6 +78,7 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
 
         self.llm, self.tokenizer = load_llm_from_config(config, kind="base")
         freeze(self.llm)
+        self.llm_checkpointing = uses_gradient_checkpointing(self.llm)
         self.tokenizer.add_tokens([HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN], special_tokens=True)
         self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
@@ -148,7 +150,7 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
         # Frozen parts run in eval mode (no dropout), except that HF applies gradient checkpointing only
         # to a module in train mode: with llm_gradient_checkpointing the LLM follows the model's mode,
         # as in the original (Llama's dropout is 0).
-        self.llm.train(mode and bool(getattr(self.llm, "gradient_checkpointing", False)))
+        self.llm.train(mode and self.llm_checkpointing)
         self.cf_model.eval()
         if mode:
             self._item_repr = None
@@ -198,7 +200,7 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
         key = (kind, device, self.llm.dtype)
         if key not in self._prefix_kv:
             ids = torch.tensor([self._prefix_ids(kind)], device=device)
-            with torch.no_grad():
+            with torch.no_grad(), attention_kernels():
                 cache = self.llm(input_ids=ids, use_cache=True).past_key_values
             self._prefix_kv[key] = (ids[0], [(layer.keys, layer.values) for layer in cache.layers])
         ids, layers = self._prefix_kv[key]
@@ -209,7 +211,7 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
 
     def _can_use_prefix_cache(self):
         # checkpointed layers re-run in backward and would append to the cache a second time
-        recomputes = getattr(self.llm, "gradient_checkpointing", False) and torch.is_grad_enabled()
+        recomputes = self.llm_checkpointing and torch.is_grad_enabled()
         return self.use_prefix_cache and not recomputes
 
     def _llm_states(self, prompts, history_items, out_token_id, out_embedding, kind, use_prefix_cache):
@@ -236,8 +238,9 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
                 start = len(prefix)
             else:
                 cache = None  # tokenization differs at the boundary: run the plain path
-        hidden = self.llm(inputs_embeds=embeds[:, start:], attention_mask=mask,
-                          past_key_values=cache, use_cache=cache is not None).last_hidden_state
+        with attention_kernels():
+            hidden = self.llm(inputs_embeds=embeds[:, start:], attention_mask=mask,
+                              past_key_values=cache, use_cache=cache is not None).last_hidden_state
         return hidden[out_slots[:, start:]].float()
 
     def _user_states(self, interaction, use_prefix_cache=True):

@@ -1,0 +1,239 @@
+"""A-LLMRec: stages run in order, frozen parts stay frozen, prompts carry the soft tokens, LLM ranking."""
+
+import glob
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_llmsrec import Config, get_trainer
+from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.model.allmrec import ALLMRec, alignment_loss
+from recbole_llmsrec.tiny_llm import build_tiny_llm
+
+TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 2,
+           "train_batch_size": 512}
+
+
+@pytest.fixture(scope="module")
+def tiny_opt_path(tmp_path_factory):
+    return build_tiny_llm(str(tmp_path_factory.mktemp("llm") / "tiny-opt"), hidden_size=32,
+                          architecture="opt")
+
+
+@pytest.fixture
+def allmrec_config(tiny_opt_path, minilm_path, tmp_path):
+    return {"use_gpu": False, "seed": 2020, "show_progress": False,
+            "checkpoint_dir": str(tmp_path / "saved"), "llm_path": tiny_opt_path,
+            "llm_dtype": "float32", "llm_gradient_checkpointing": False,
+            "text_encoder_path": minilm_path, "text_encoder_max_length": 32,
+            "user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 20, "cf_config": TEACHER,
+            "stage1_epochs": 1, "stage1_batch_size": 64, "epochs": 1, "train_batch_size": 8}
+
+
+def prepare(config_dict):
+    config = Config(model="ALLMRec", dataset="ml-100k", config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    model = ALLMRec(config, train_data._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "ALLMRec")(config, model)
+    return config, model, trainer, train_data, valid_data, test_data
+
+
+def stage1_path(config_dict):
+    return sorted(glob.glob(config_dict["checkpoint_dir"] + "/ALLMRec-stage1-*.pth"))[-1]
+
+
+def user_row(model, items):
+    seq = torch.zeros(1, model.max_seq_length, dtype=torch.long)
+    seq[0, : len(items)] = torch.tensor(items)
+    return Interaction({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: torch.tensor([len(items)])})
+
+
+def test_stages_run_in_order_and_leave_sasrec_and_the_llm_bit_equal(allmrec_config):
+    _, model, trainer, train_data, valid_data, _ = prepare(allmrec_config)
+    llm_before = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    projections_before = [p.detach().clone() for p in model.user_proj.parameters()]
+
+    trainer.run_pending_stages(train_data, show_progress=False)        # stage 0 then stage 1
+    assert model.stage_done.all() and model.text_encoder is None
+    teacher = {k: v.clone() for k, v in model.cf_model.state_dict().items()}
+    item_encoder = {k: v.clone() for k, v in model.item_autoencoder.state_dict().items()}
+    trainer.fit(train_data, valid_data, saved=False)                   # stage 2
+
+    for key, value in model.cf_model.state_dict().items():
+        assert torch.equal(value, teacher[key]), key
+    for key, value in model.item_autoencoder.state_dict().items():
+        assert torch.equal(value, item_encoder[key]), key             # frozen after stage 1
+    for key, value in model.llm.state_dict().items():
+        assert torch.equal(value, llm_before[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(model.user_proj.parameters(), projections_before))
+
+
+def test_stage1_loss_matches_a_hand_computation():
+    torch.manual_seed(0)
+    user = torch.randn(3, 4)
+    item_emb, item_recon = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    item_latent, text_latent = torch.rand(2, 3, 2), torch.rand(2, 3, 2)
+    text_emb, text_recon = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+
+    def mse(a, b):
+        return ((a - b) ** 2).sum() / a.numel()
+
+    def bce(logit, label):
+        return -(label * torch.log(torch.sigmoid(logit))
+                 + (1 - label) * torch.log(1 - torch.sigmoid(logit))).mean()
+
+    rec = bce((user * item_recon[0]).sum(-1) / 4, 1.0) + bce((user * item_recon[1]).sum(-1) / 4, 0.0)
+    match = mse(item_latent[0], text_latent[0]) + mse(item_latent[1], text_latent[1])
+    item = mse(item_recon[0], item_emb[0]) + mse(item_recon[1], item_emb[1])
+    text = mse(text_recon[0], text_emb[0]) + mse(text_recon[1], text_emb[1])
+    expected = rec + match + 0.5 * item + 0.2 * text
+    got = alignment_loss(user, item_emb, item_latent, item_recon, text_emb, text_latent, text_recon)
+    torch.testing.assert_close(got, expected)
+
+
+def test_stage1_trains_the_text_encoder_and_lowers_the_loss(allmrec_config):
+    _, model, _, train_data, *_ = prepare(allmrec_config)
+    model.stage_done[0] = True
+    model.prepare_stage1()
+    before = model.text_encoder.embeddings.word_embeddings.weight.detach().clone()
+    optimizer = torch.optim.Adam(model.stage1_parameters(), lr=1e-3)
+    batch = next(iter(train_data))
+    losses = []
+    for _ in range(12):
+        loss = model.stage1_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert not torch.equal(model.text_encoder.embeddings.word_embeddings.weight, before)
+
+
+def test_stage2_prompt_holds_10_history_and_20_candidate_soft_tokens(allmrec_config):
+    _, model, *_ = prepare(allmrec_config)
+    captured = {}
+    model.llm.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.update(kwargs), with_kwargs=True)
+    seq = torch.zeros(2, model.max_seq_length, dtype=torch.long)
+    seq[0, :15], seq[1, :3] = torch.arange(1, 16), torch.tensor([40, 41, 42])
+    batch = Interaction({model.USER_ID: torch.tensor([1, 2]), model.ITEM_SEQ: seq,
+                         model.ITEM_SEQ_LEN: torch.tensor([15, 3]),
+                         model.ITEM_ID: torch.tensor([16, 43])})
+    model.calculate_loss(batch)
+
+    embeds = captured["inputs_embeds"]
+    with torch.no_grad():  # every item's soft token, to find which item each prompt slot holds
+        all_items = model.item_proj(model.item_autoencoder(model.cf_model.item_embedding.weight)[0])
+        users = model.user_proj(model.cf_model(seq, batch[model.ITEM_SEQ_LEN]))
+    for row, (history, target) in enumerate((([*range(6, 16)], 16), ([40, 41, 42], 43))):
+        matches = (embeds[row].unsqueeze(1) - all_items.unsqueeze(0)).abs().amax(-1) < 1e-5
+        _, slot_items = torch.nonzero(matches, as_tuple=True)
+        assert len(slot_items) == len(history) + 20
+        assert slot_items[: len(history)].tolist() == history          # the last 10, in order
+        candidates = slot_items[len(history):].tolist()
+        assert target in candidates and len(set(candidates)) == 20
+        seen = set(model.history_matrix[row + 1].indices.tolist())
+        assert not (set(candidates) - {target}) & seen                 # negatives are unseen items
+        torch.testing.assert_close(embeds[row, 0], users[row])         # user token first, before BOS
+
+
+def test_candidate_scores_change_with_the_history_and_identical_titles_tie(allmrec_config):
+    _, model, *_ = prepare(allmrec_config)
+    model.eval()
+    candidates = list(range(100, 120))
+    first = model.candidate_log_likelihoods(user_row(model, [5, 9, 2, 7]), candidates)
+    second = model.candidate_log_likelihoods(user_row(model, [7, 2, 9, 5]), candidates)
+    assert first.shape == (20,) and (first < 0).all()
+    assert not torch.allclose(first, second, atol=1e-5)
+    model.titles[101] = model.titles[100]
+    tied = model.candidate_log_likelihoods(user_row(model, [5, 9, 2, 7]), candidates)
+    assert tied[0] == tied[1]
+
+
+def test_predict_and_full_sort_rerank_the_stage1_top_k(allmrec_config):
+    _, model, *_ = prepare(dict(allmrec_config, rerank_k=5))
+    model.eval()
+    row = user_row(model, [5, 9, 2, 7])
+    with torch.no_grad():
+        stage1 = model.stage1_scores(row)[0]
+        full = model.full_sort_predict(row)[0]
+        retrieval = stage1.clone()
+        retrieval[[0, 5, 9, 2, 7]] = -torch.inf
+        top = retrieval.topk(5).indices
+        others = torch.ones_like(full, dtype=torch.bool)
+        others[top] = False
+        assert full[top].min() > full[others].max()
+        torch.testing.assert_close(full[others], stage1[others])
+        row2 = Interaction({k: v.repeat(5, 1).squeeze(-1) if v.dim() == 1 else v.repeat(5, 1)
+                            for k, v in row.interaction.items()})
+        row2.update(Interaction({model.ITEM_ID: top}))
+        sampled = model.predict(row2)
+    assert torch.equal(sampled.argsort(), full[top].argsort())
+
+
+def test_resume_from_finished_stage1_skips_it(allmrec_config, monkeypatch):
+    _, model, trainer, train_data, *_ = prepare(allmrec_config)
+    trainer.run_pending_stages(train_data, show_progress=False)
+    path = stage1_path(allmrec_config)
+
+    _, fresh, fresh_trainer, train_data, *_ = prepare(dict(allmrec_config, stage1_checkpoint=path))
+    monkeypatch.setattr(ALLMRec, "prepare_stage1", lambda self: pytest.fail("stage 1 ran again"))
+    monkeypatch.setattr("recbole_llmsrec.trainer.pretrain_teacher",
+                        lambda *a, **k: pytest.fail("stage 0 ran again"))
+    fresh_trainer.run_pending_stages(train_data, show_progress=False)
+    assert fresh.stage_done.all()
+    for key, value in model.item_autoencoder.state_dict().items():
+        assert torch.equal(fresh.item_autoencoder.state_dict()[key], value)
+    assert torch.equal(fresh.cf_model.item_embedding.weight, model.cf_model.item_embedding.weight)
+
+
+def test_stage1_checkpoint_of_other_data_is_refused(allmrec_config):
+    _, model, trainer, train_data, *_ = prepare(allmrec_config)
+    trainer.run_pending_stages(train_data, show_progress=False)
+    path = stage1_path(allmrec_config)
+    _, _, other_trainer, other_train, *_ = prepare(
+        dict(allmrec_config, user_inter_num_interval="[0,40]", stage1_checkpoint=path))
+    with pytest.raises(ValueError, match=r"stage1_checkpoint=.*other data.*user_inter_num_interval"):
+        other_trainer.run_pending_stages(other_train, show_progress=False)
+
+
+def test_sasrec_checkpoint_of_other_data_is_refused(allmrec_config, small_sasrec_config):
+    from recbole_llmsrec import run_recbole
+
+    other = run_recbole("SASRec", "ml-100k", config_dict=dict(small_sasrec_config, epochs=1))
+    with pytest.raises(ValueError, match=r"cf_checkpoint=.*other data"):
+        prepare(dict(allmrec_config, cf_checkpoint=other["saved_model_file"]))
+
+
+def test_paper_metric_matches_titles_exactly_not_by_substring():
+    from recbole_llmsrec.allmrec_paper_metric import extract_answer, matched_candidates
+
+    titles = {1: "Up", 2: "Up in the Air", 3: "Heat", 4: "heat "}
+    answer = extract_answer('The recommendation is "Up in the Air". Enjoy')
+    assert answer == "up in the air"
+    assert matched_candidates(answer, [1, 2, 3], titles) == [2]       # substring matching would add 1
+    assert matched_candidates(extract_answer("HEAT."), [1, 2, 3, 4], titles) == [3, 4]
+    assert matched_candidates(extract_answer('"Casino"'), [1, 2, 3], titles) == []
+
+
+def test_paper_metric_script_runs_on_a_trained_checkpoint(allmrec_config, capsys):
+    from recbole_llmsrec import run_recbole
+    from recbole_llmsrec.allmrec_paper_metric import main
+
+    result = run_recbole("ALLMRec", "ml-100k", config_dict=dict(allmrec_config, epochs=1))
+    hit = main([result["saved_model_file"], "--max-users", "5", "--max-new-tokens", "8"])
+    assert 0.0 <= hit <= 1.0
+    assert "users: 5" in capsys.readouterr().out
+
+
+def test_gradient_checkpointing_reaches_the_opt_decoder(allmrec_config):
+    _, model, *_ = prepare(dict(allmrec_config, llm_gradient_checkpointing=True))
+    assert model.llm_checkpointing
+    model.train()
+    assert model.llm.training                   # HF checkpoints only modules in train mode
+    model.eval()
+    assert not model.llm.training
