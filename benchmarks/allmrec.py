@@ -72,12 +72,14 @@ def main():
     parser.add_argument("--tokenizer", default=None, help="tokenizer dir (default: offline MiniLM)")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per stage")
     parser.add_argument("--users", type=int, default=20, help="users ranked per evaluation mode")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="gradient checkpointing in the LLM (off by default, as in the model)")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     if args.tokenizer is None:
         from recbole_llmsrec.tiny_llm import default_tokenizer_path
         args.tokenizer = default_tokenizer_path()
-    checkpointing = args.size != "tiny"
+    checkpointing = args.checkpointing
     llm, encoder, tokenizer = build(args.size, args.tokenizer, args.device, dtype, checkpointing)
     allmrec_module.load_llm_from_config = lambda config, kind: (llm, tokenizer)
     allmrec_module.load_llm = lambda *a, **k: (encoder, tokenizer)
