@@ -1,0 +1,69 @@
+"""Amazon converter: lines/s and peak memory on synthetic 2018-format review files of two sizes.
+
+    python benchmarks/amazon_convert.py [--lines 1000000 2000000] [--bucket-records 500000]
+
+Each file draws users and items from the same pools (200k users, 50k items), so the only thing that
+grows is the number of lines: a streaming converter's peak RSS must stay flat. Each conversion runs in
+its own process, which reports its own peak RSS.
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+CHILD = """
+import resource, sys, time
+from recbole_llmsrec.data.amazon import Converter
+start = time.perf_counter()
+stats = Converter(sys.argv[1], sys.argv[2], sys.argv[3], "bench", bucket_records=int(sys.argv[4])).run()
+print(stats["lines read"], time.perf_counter() - start,
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, stats["interactions"])
+"""
+
+
+def write_reviews(path, lines, seed=0, users=200_000, items=50_000):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(lines):
+            f.write(json.dumps({"reviewerID": f"U{rng.randrange(users)}",
+                                "asin": f"B{int(rng.paretovariate(0.8)) % items:09d}",
+                                "overall": float(rng.randint(1, 5)),
+                                "unixReviewTime": rng.randrange(1_000_000_000, 1_600_000_000),
+                                "reviewText": "a perfectly ordinary review text"}) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, nargs="+", default=[1_000_000, 2_000_000])
+    parser.add_argument("--bucket-records", type=int, default=500_000)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        meta = os.path.join(work, "meta.json")
+        with open(meta, "w") as f:
+            for item in range(50_000):
+                f.write(json.dumps({"asin": f"B{item:09d}", "title": f"Item {item}",
+                                    "description": ["<p>Some description</p>"]}) + "\n")
+        for lines in args.lines:
+            reviews = os.path.join(work, f"reviews_{lines}.json")
+            write_reviews(reviews, lines)
+            size_mb = os.path.getsize(reviews) / 2**20
+            out = subprocess.run([sys.executable, "-c", CHILD, reviews, meta, os.path.join(work, "out"),
+                                  str(args.bucket_records)], capture_output=True, text=True, check=True)
+            read, seconds, peak_mb, kept = out.stdout.split()[-4:]
+            rows.append((lines, size_mb, float(read) / float(seconds), float(peak_mb), int(kept)))
+            os.remove(reviews)
+    print(f"\nAmazon 2018-format reviews -> RecBole atomic files, 5-core, bucket-records "
+          f"{args.bucket_records:,}, {os.cpu_count()} CPUs\n")
+    print("| review lines | file size | lines/s | peak RSS | interactions kept |")
+    print("| --- | --- | --- | --- | --- |")
+    for lines, size_mb, rate, peak_mb, kept in rows:
+        print(f"| {lines:,} | {size_mb:,.0f} MB | {rate:,.0f} | {peak_mb:,.0f} MB | {kept:,} |")
+
+
+if __name__ == "__main__":
+    main()

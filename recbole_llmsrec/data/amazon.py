@@ -1,0 +1,319 @@
+"""Amazon Reviews (2018 or 2023 release) to RecBole atomic files with item text.
+
+    python -m recbole_llmsrec.data.amazon REVIEWS META --out dataset --name Movies_and_TV
+
+REVIEWS / META are the files as distributed, gzipped or plain JSON lines:
+2018: ``{Category}.json.gz`` (``reviewerID``, ``asin``, ``overall``, ``unixReviewTime`` in s) and
+``meta_{Category}.json.gz`` (``asin``, ``title``, ``description`` list, ``category``/``categories``,
+``price`` like "$12.99", ``brand``); 2023: ``{Category}.jsonl.gz`` (``user_id``, ``parent_asin``,
+``rating``, ``timestamp`` in ms) and ``meta_{Category}.jsonl.gz`` (``parent_asin``, ``title``,
+``description`` list, ``categories``, ``price``, ``store``). The release is recognised per line.
+
+Writes ``{out}/{name}/{name}.inter`` (``user_id:token item_id:token rating:float timestamp:float``,
+timestamps in seconds for both releases) and ``{name}.item`` (``item_id:token title:token_seq
+description:token_seq categories:token_seq price:float brand:token``), text with HTML stripped and
+tabs/newlines removed, categories as tokens with inner spaces turned into ``_``.
+
+Processing, in this order (each step's drops are counted in the printed summary):
+
+1. parse: a line that is not a JSON object with a user, an item, a rating and a time is counted as
+   malformed and skipped; ``--min-rating`` drops reviews rated below it.
+2. dedupe: repeated (user, item) events keep the earliest (ties: the first in the file).
+3. ``--drop-untitled`` drops items whose metadata has no title (by default they are kept, with an empty
+   title, and their other fields still written: the originals lost titles when a description was missing).
+4. iterative k-core (``--k-core``, default 5; 0 turns it off): users and items with fewer than k
+   interactions are removed until every remaining user and item has at least k.
+5. the ``.inter`` rows of a user are in time order, ties in file order (a stable sort), so RecBole's
+   (stable) ordering sees the same sequence.
+
+Memory is bounded by the number of distinct users and items, not by the file: reviews are streamed into
+a compact binary file, partitioned by user into buckets of at most ``--bucket-records`` records, and every
+later pass reads one bucket (or one chunk) at a time.
+"""
+
+import argparse
+import gzip
+import html
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+RECORD = np.dtype([("user", "<i4"), ("item", "<i4"), ("rating", "<f4"), ("time", "<f8"),
+                   ("line", "<i8")])
+CHUNK_RECORDS = 1 << 16
+TAGS = re.compile(r"<[^>]+>")
+
+
+def open_text(path):
+    """A text stream over a gzipped or plain file (recognised by its magic bytes)."""
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
+
+
+def clean_text(value, max_chars=None):
+    """Plain one-line text: lists joined, HTML tags and entities removed, whitespace collapsed."""
+    if isinstance(value, list):
+        value = " ".join(clean_text(v) for v in value if v)
+    if value is None:
+        return ""
+    text = " ".join(html.unescape(TAGS.sub(" ", str(value))).split())
+    return text[:max_chars].rstrip() if max_chars else text
+
+
+def parse_review(line):
+    """``(user, item, rating, seconds)`` of a review line of either release, or None if malformed."""
+    try:
+        review = json.loads(line)
+        if "reviewerID" in review:  # 2018
+            return (review["reviewerID"], review["asin"], float(review["overall"]),
+                    float(review["unixReviewTime"]))
+        return (review["user_id"], review.get("parent_asin") or review["asin"],
+                float(review["rating"]), float(review["timestamp"]) / 1000.0)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def parse_meta(line, max_description):
+    """``(item, fields)`` of a metadata line of either release, or None if malformed."""
+    try:
+        meta = json.loads(line)
+        item = meta.get("parent_asin") or meta["asin"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    categories = meta.get("categories") or meta.get("category") or []
+    if categories and isinstance(categories[0], list):  # 2018 'categories' is a list of paths
+        categories = [c for path in categories for c in path]
+    price = meta.get("price")
+    try:
+        price = float(str(price).replace("$", "").replace(",", "")) if price not in (None, "") else None
+    except ValueError:
+        price = None  # "None", ranges like "$5 - $9"
+    if price is not None and not math.isfinite(price):
+        price = None
+    return item, {
+        "title": clean_text(meta.get("title")),
+        "description": clean_text(meta.get("description"), max_description),
+        "categories": " ".join(dict.fromkeys(clean_text(c).replace(" ", "_") for c in categories
+                                             if clean_text(c))),
+        "price": price,
+        "brand": clean_text(meta.get("brand") or meta.get("store")),
+    }
+
+
+class Converter:
+    def __init__(self, reviews, meta, out, name, min_rating=None, k_core=5, drop_untitled=False,
+                 max_description=None, bucket_records=4_000_000):
+        self.reviews, self.meta, self.name = reviews, meta, name
+        self.folder = os.path.join(out, name)
+        self.min_rating, self.k_core, self.drop_untitled = min_rating, k_core, drop_untitled
+        self.max_description, self.bucket_records = max_description, bucket_records
+        self.users, self.items = {}, {}
+        self.stats = {}
+
+    # -- passes -----------------------------------------------------------------------------------
+    def run(self):
+        start = time.perf_counter()
+        os.makedirs(self.folder, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="amazon-", dir=self.folder)
+        try:
+            lines = self._parse()
+            buckets = self._partition()
+            self._dedupe(buckets)
+            alive_user = np.ones(len(self.users), dtype=bool)
+            alive_item = np.ones(len(self.items), dtype=bool)
+            if self.drop_untitled:
+                alive_item &= self._titled_items()
+                self.stats["interactions dropped: untitled items"] = self._count(buckets, ~alive_item)
+            self._k_core(buckets, alive_user, alive_item)
+            self._write_inter(buckets, alive_user, alive_item)
+            self._write_item(alive_item)
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.stats["lines/s"] = lines / (time.perf_counter() - start)
+        return self.stats
+
+    def _parse(self):
+        raw = open(os.path.join(self.work, "raw.bin"), "wb")
+        buffer, lines, malformed, low = [], 0, 0, 0
+        with open_text(self.reviews) as stream:
+            for lines, line in enumerate(stream, 1):
+                review = parse_review(line)
+                if review is None:
+                    malformed += 1
+                    continue
+                user, item, rating, seconds = review
+                if self.min_rating is not None and rating < self.min_rating:
+                    low += 1
+                    continue
+                buffer.append((self.users.setdefault(user, len(self.users)),
+                               self.items.setdefault(item, len(self.items)), rating, seconds, lines))
+                if len(buffer) == CHUNK_RECORDS:
+                    np.array(buffer, dtype=RECORD).tofile(raw)
+                    buffer = []
+        np.array(buffer, dtype=RECORD).tofile(raw)
+        raw.close()
+        self.stats.update({"lines read": lines, "lines malformed (skipped)": malformed,
+                           "reviews dropped: rating below min": low})
+        return lines
+
+    def _chunks(self, path):
+        with open(path, "rb") as f:
+            while True:
+                chunk = np.fromfile(f, dtype=RECORD, count=CHUNK_RECORDS)
+                if not len(chunk):
+                    return
+                yield chunk
+
+    def _partition(self):
+        raw = os.path.join(self.work, "raw.bin")
+        total = os.path.getsize(raw) // RECORD.itemsize
+        count = max(1, math.ceil(total / self.bucket_records))
+        buckets = [os.path.join(self.work, f"bucket{b}.bin") for b in range(count)]
+        files = [open(path, "wb") for path in buckets]
+        for chunk in self._chunks(raw):
+            for b, f in enumerate(files):
+                chunk[chunk["user"] % count == b].tofile(f)
+        for f in files:
+            f.close()
+        os.remove(raw)
+        return buckets
+
+    def _load_sorted(self, path):
+        records = np.fromfile(path, dtype=RECORD)
+        return records[np.lexsort((records["line"], records["time"], records["user"]))]
+
+    def _dedupe(self, buckets):
+        duplicates = 0
+        for path in buckets:
+            records = self._load_sorted(path)  # by user, time, file line
+            pair = records["user"].astype(np.int64) * len(self.items) + records["item"]
+            _, first = np.unique(pair, return_index=True)  # first = earliest (time, line) of the pair
+            keep = np.zeros(len(records), dtype=bool)
+            keep[first] = True
+            duplicates += int((~keep).sum())
+            records[keep].tofile(path)
+        self.stats["reviews dropped: repeated (user, item)"] = duplicates
+
+    def _degrees(self, buckets, alive_user, alive_item):
+        users = np.zeros(len(self.users), dtype=np.int64)
+        items = np.zeros(len(self.items), dtype=np.int64)
+        for path in buckets:
+            for chunk in self._chunks(path):
+                chunk = chunk[alive_user[chunk["user"]] & alive_item[chunk["item"]]]
+                users += np.bincount(chunk["user"], minlength=len(users))
+                items += np.bincount(chunk["item"], minlength=len(items))
+        return users, items
+
+    def _count(self, buckets, item_mask):
+        """Records whose item is in ``item_mask``."""
+        return sum(int(item_mask[chunk["item"]].sum()) for path in buckets for chunk in self._chunks(path))
+
+    def _k_core(self, buckets, alive_user, alive_item):
+        before = int(self._degrees(buckets, alive_user, alive_item)[0].sum())
+        rounds = 0
+        while self.k_core:
+            users, items = self._degrees(buckets, alive_user, alive_item)
+            drop_user = alive_user & (users < self.k_core)
+            drop_item = alive_item & (items < self.k_core)
+            if not drop_user.any() and not drop_item.any():
+                break
+            alive_user &= ~drop_user
+            alive_item &= ~drop_item
+            rounds += 1
+        users, items = self._degrees(buckets, alive_user, alive_item)
+        alive_user &= users > 0
+        alive_item &= items > 0
+        self.stats.update({f"interactions dropped: {self.k_core}-core ({rounds} rounds)":
+                           before - int(users.sum()),
+                           "users": int(alive_user.sum()), "items": int(alive_item.sum()),
+                           "interactions": int(users.sum())})
+        n_users, n_items = max(1, self.stats["users"]), max(1, self.stats["items"])
+        self.stats["density"] = self.stats["interactions"] / (n_users * n_items)
+
+    def _write_inter(self, buckets, alive_user, alive_item):
+        user_names = np.array(list(self.users), dtype=object)
+        item_names = np.array(list(self.items), dtype=object)
+        with open(os.path.join(self.folder, f"{self.name}.inter"), "w", encoding="utf-8") as out:
+            out.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+            for path in buckets:
+                records = self._load_sorted(path)
+                records = records[alive_user[records["user"]] & alive_item[records["item"]]]
+                for user, item, rating, seconds in zip(user_names[records["user"]],
+                                                       item_names[records["item"]],
+                                                       records["rating"], records["time"]):
+                    out.write(f"{user}\t{item}\t{rating:g}\t{seconds:.3f}\n")
+
+    def _titled_items(self):
+        titled = np.zeros(len(self.items), dtype=bool)
+        with open_text(self.meta) as stream:
+            for line in stream:
+                parsed = parse_meta(line, self.max_description)
+                if parsed and parsed[1]["title"] and parsed[0] in self.items:
+                    titled[self.items[parsed[0]]] = True
+        return titled
+
+    def _write_item(self, alive_item):
+        wanted = {name: index for name, index in self.items.items() if alive_item[index]}
+        written, titled, described, malformed = set(), 0, 0, 0
+        path = os.path.join(self.folder, f"{self.name}.item")
+        with open(path, "w", encoding="utf-8") as out, open_text(self.meta) as stream:
+            out.write("item_id:token\ttitle:token_seq\tdescription:token_seq\tcategories:token_seq\t"
+                      "price:float\tbrand:token\n")
+            for line in stream:
+                parsed = parse_meta(line, self.max_description)
+                if parsed is None:
+                    malformed += 1
+                    continue
+                item, fields = parsed
+                if item not in wanted or item in written:
+                    continue
+                written.add(item)
+                titled += bool(fields["title"])
+                described += bool(fields["description"])
+                price = "" if fields["price"] is None else f"{fields['price']:g}"
+                out.write(f"{item}\t{fields['title']}\t{fields['description']}\t"
+                          f"{fields['categories']}\t{price}\t{fields['brand']}\n")
+            for item in wanted.keys() - written:  # reviewed but absent from the metadata
+                out.write(f"{item}\t\t\t\t\t\n")
+        n_items = max(1, len(wanted))
+        self.stats.update({"meta lines malformed (skipped)": malformed,
+                           "items without metadata": len(wanted) - len(written),
+                           "share of items with title": titled / n_items,
+                           "share of items with description": described / n_items})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reviews", help="reviews file ({Category}.json[l][.gz])")
+    parser.add_argument("meta", help="metadata file (meta_{Category}.json[l][.gz])")
+    parser.add_argument("--out", default="dataset", help="RecBole data_path (default: dataset)")
+    parser.add_argument("--name", required=True, help="dataset name, e.g. Movies_and_TV")
+    parser.add_argument("--min-rating", type=float, default=None, help="drop reviews rated below")
+    parser.add_argument("--k-core", type=int, default=5, help="iterative k-core (0: off)")
+    parser.add_argument("--drop-untitled", action="store_true", help="drop items without a title")
+    parser.add_argument("--max-description", type=int, default=None, metavar="CHARS",
+                        help="cut descriptions to this many characters")
+    parser.add_argument("--bucket-records", type=int, default=4_000_000,
+                        help="records held in memory at once (bounds the peak memory)")
+    args = parser.parse_args(argv)
+    stats = Converter(args.reviews, args.meta, args.out, args.name, args.min_rating, args.k_core,
+                      args.drop_untitled, args.max_description, args.bucket_records).run()
+    width = max(map(len, stats))
+    for key, value in stats.items():
+        shown = f"{value:.6f}" if isinstance(value, float) and value < 1 else (
+            f"{value:,.0f}" if isinstance(value, float) else f"{value:,}")
+        print(f"{key:<{width}}  {shown}")
+    print(f"written: {os.path.join(args.out, args.name)}/{args.name}.inter and .item")
+    return stats
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Amazon Reviews -> RecBole atomic files: both releases, gz and plain, k-core, dedupe, ties, bad lines."""
+
+import gzip
+import json
+import random
+from collections import Counter
+
+import pytest
+from recbole.data import create_dataset
+
+from recbole_llmsrec import Config
+from recbole_llmsrec.data.amazon import Converter, main
+from recbole_llmsrec.data.item_text import build_item_texts
+
+
+def review_2018(user, item, seconds, rating=5.0):
+    return json.dumps({"reviewerID": user, "asin": item, "overall": rating, "unixReviewTime": seconds,
+                       "reviewText": "fine\tfilm\n"})
+
+
+# With k = 2 a one-pass filter keeps u3, u5, i4, i5; the iterative k-core removes them in turn:
+# u4 (1 review) goes, then i5, then u5, then i4, then u3.
+REVIEWS_2018 = [
+    review_2018("u1", "i1", 1), review_2018("u1", "i2", 2), review_2018("u1", "i3", 3),
+    review_2018("u1", "i2", 9),                               # repeated (u1, i2): the later one goes
+    review_2018("u2", "i2", 5), review_2018("u2", "i1", 5),   # tied: file order (i2 first) stays
+    review_2018("u2", "i3", 6),
+    "{this line is not json",
+    review_2018("u3", "i1", 2), review_2018("u3", "i4", 3),
+    review_2018("u4", "i5", 1),
+    review_2018("u5", "i4", 1), review_2018("u5", "i5", 2),
+]
+META_2018 = [
+    json.dumps({"asin": "i1", "title": "Toy Story", "price": "$12.99", "brand": "Pixar",
+                "description": ["<b>Great</b> &amp; fun\tfor\nkids"],
+                "category": ["Movies & TV", "Kids"]}),
+    json.dumps({"asin": "i2", "description": ["No title here"], "category": ["Drama"]}),
+    json.dumps({"asin": "i3", "title": "Heat", "description": [], "price": "$5 - $9"}),
+    "garbage",
+    json.dumps({"asin": "i4", "title": "Casino"}),
+]
+
+
+def write(path, lines, gz):
+    opener = gzip.open if gz else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return str(path)
+
+
+def read_table(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+
+
+@pytest.fixture
+def converted_2018(tmp_path):
+    reviews = write(tmp_path / "Toys.json.gz", REVIEWS_2018, gz=True)
+    meta = write(tmp_path / "meta_Toys.json", META_2018, gz=False)
+    stats = Converter(reviews, meta, str(tmp_path / "dataset"), "toys", k_core=2).run()
+    return tmp_path / "dataset" / "toys", stats
+
+
+def test_2018_release_iterative_k_core_dedupe_ties_and_bad_lines(converted_2018):
+    folder, stats = converted_2018
+    header, rows = read_table(folder / "toys.inter")
+    assert header == ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
+    assert [(u, i, t) for u, i, _, t in rows] == [
+        ("u1", "i1", "1.000"), ("u1", "i2", "2.000"), ("u1", "i3", "3.000"),
+        ("u2", "i2", "5.000"), ("u2", "i1", "5.000"), ("u2", "i3", "6.000")]
+    assert stats["lines malformed (skipped)"] == 1
+    assert stats["reviews dropped: repeated (user, item)"] == 1
+    assert stats["interactions dropped: 2-core (5 rounds)"] == 5
+    assert (stats["users"], stats["items"], stats["interactions"]) == (2, 3, 6)
+    assert stats["meta lines malformed (skipped)"] == 1
+
+
+def test_item_text_is_clean_and_titles_survive_missing_descriptions(converted_2018):
+    folder, stats = converted_2018
+    header, rows = read_table(folder / "toys.item")
+    assert header == ["item_id:token", "title:token_seq", "description:token_seq",
+                      "categories:token_seq", "price:float", "brand:token"]
+    items = {row[0]: row for row in rows}
+    assert set(items) == {"i1", "i2", "i3"}
+    assert items["i1"][1:] == ["Toy Story", "Great & fun for kids", "Movies_&_TV Kids", "12.99", "Pixar"]
+    assert items["i2"][1] == "" and items["i2"][2] == "No title here"
+    assert items["i3"][1:3] == ["Heat", ""] and items["i3"][4] == ""   # price range: unknown
+    assert stats["share of items with title"] == pytest.approx(2 / 3)
+
+
+def test_output_loads_in_recbole_with_item_text(converted_2018, toy_model):
+    folder, _ = converted_2018
+    config = Config(model=toy_model, dataset="toys", config_dict={
+        "data_path": str(folder.parent), "train_neg_sample_args": None,
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"],
+                     "item": ["item_id", "title", "description", "categories", "price", "brand"]},
+        "item_text_fields": ["title", "description"]})
+    dataset = create_dataset(config)
+    assert (dataset.user_num - 1, dataset.item_num - 1, dataset.inter_num) == (2, 3, 6)
+    texts = build_item_texts(dataset, config)
+    assert texts[dataset.token2id("item_id", "i1")] == "Toy Story, Great & fun for kids"
+    assert texts[dataset.token2id("item_id", "i2")] == "No title here"
+
+
+def test_drop_untitled_removes_items_before_the_k_core(tmp_path):
+    reviews = write(tmp_path / "r.json", REVIEWS_2018, gz=False)
+    meta = write(tmp_path / "m.json.gz", META_2018, gz=True)
+    stats = Converter(reviews, meta, str(tmp_path / "out"), "t", k_core=2, drop_untitled=True).run()
+    _, rows = read_table(tmp_path / "out" / "t" / "t.inter")
+    assert {row[1] for row in rows} == {"i1", "i3"} and stats["users"] == 2
+    # i2 has no title (2 reviews after dedupe), i5 no metadata at all (2 reviews)
+    assert stats["interactions dropped: untitled items"] == 4
+
+
+def test_2023_release_with_rating_filter_and_ms_timestamps(tmp_path):
+    def review(user, item, ms, rating):
+        return json.dumps({"user_id": user, "parent_asin": item, "asin": item + "-v", "rating": rating,
+                           "timestamp": ms, "text": "ok"})
+
+    reviews = [review("a", "p1", 1_600_000_000_123, 5.0), review("a", "p2", 1_600_000_001_000, 4.0),
+               review("b", "p1", 1_600_000_002_000, 5.0), review("b", "p2", 1_600_000_003_000, 2.0),
+               review("b", "p3", 1_600_000_004_000, 5.0)]
+    meta = [json.dumps({"parent_asin": "p1", "title": "Lamp", "description": ["Bright", "<i>LED</i>"],
+                        "categories": ["Home", "Lighting & Fans"], "price": 19.5, "store": "Acme"}),
+            json.dumps({"parent_asin": "p2", "title": "Desk", "description": [], "categories": [],
+                        "price": None, "store": None})]
+    stats = main([write(tmp_path / "Home.jsonl", reviews, gz=False),
+                  write(tmp_path / "meta_Home.jsonl.gz", meta, gz=True),
+                  "--out", str(tmp_path / "ds"), "--name", "home", "--min-rating", "3", "--k-core", "0",
+                  "--max-description", "9"])
+    _, rows = read_table(tmp_path / "ds" / "home" / "home.inter")
+    assert [(u, i, t) for u, i, _, t in rows][:2] == [("a", "p1", "1600000000.123"),
+                                                      ("a", "p2", "1600000001.000")]
+    assert stats["reviews dropped: rating below min"] == 1 and stats["interactions"] == 4
+    _, items = read_table(tmp_path / "ds" / "home" / "home.item")
+    by_id = {row[0]: row for row in items}
+    assert by_id["p1"][1:] == ["Lamp", "Bright LE", "Home Lighting_&_Fans", "19.5", "Acme"]
+    assert by_id["p3"][1:] == ["", "", "", "", ""]       # reviewed, absent from the metadata
+
+
+def test_k_core_holds_on_random_data_and_small_buckets_give_the_same_output(tmp_path):
+    rng = random.Random(0)
+    lines = [review_2018(f"u{int(rng.paretovariate(1.2)) % 300}", f"i{int(rng.paretovariate(1.1)) % 200}",
+                         rng.randrange(1000)) for _ in range(4000)]
+    reviews = write(tmp_path / "big.json.gz", lines, gz=True)
+    meta = write(tmp_path / "meta.json", [json.dumps({"asin": f"i{i}", "title": f"t{i}"})
+                                          for i in range(200)], gz=False)
+    Converter(reviews, meta, str(tmp_path / "one"), "d", k_core=5).run()
+    Converter(reviews, meta, str(tmp_path / "many"), "d", k_core=5, bucket_records=300).run()
+    _, rows = read_table(tmp_path / "one" / "d" / "d.inter")
+    users, items = Counter(r[0] for r in rows), Counter(r[1] for r in rows)
+    assert rows and min(users.values()) >= 5 and min(items.values()) >= 5
+    assert len({(r[0], r[1]) for r in rows}) == len(rows)
+    _, bucketed = read_table(tmp_path / "many" / "d" / "d.inter")
+    assert sorted(map(tuple, bucketed)) == sorted(map(tuple, rows))
+    by_user = {}
+    for row in bucketed:
+        by_user.setdefault(row[0], []).append(float(row[3]))
+    assert all(times == sorted(times) for times in by_user.values())
