@@ -18,7 +18,11 @@ Each fix is idempotent and touches only what RecBole 1.2.1 gets wrong:
    by torch; see ``load_checkpoint`` for the explicit opt-in.
 3. ``recbole.quick_start`` imports ray 2.6.3 at module load, which needs ``pkg_resources`` and numpy 1.
    The plugin never imports it: ``recbole_llmsrec.quick_start`` is the replacement.
-4. pandas: RecBole's ``df[col].fillna(..., inplace=True)`` only works without copy-on-write, so the
+4. ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)``
+   at import, and the package's ``__init__`` imports it with every sequential model, so every RecBole
+   run trains in anomaly-detection mode (on this project's CPU it made SASRec's backward several times
+   slower; it changes no number). We import the package once and turn the mode back off.
+5. pandas: RecBole's ``df[col].fillna(..., inplace=True)`` only works without copy-on-write, so the
    package pins ``pandas<3`` (setup.cfg). The FutureWarning pandas 2.3 prints about it on every load,
    its ``Series.agg(len)`` deprecation, and torch's deprecation warning for ``torch.cuda.amp.GradScaler``
    in RecBole's trainer, are silenced for RecBole's modules only.
@@ -138,6 +142,8 @@ def apply():
     from recbole.config import Config as RecBoleConfig
     from recbole.trainer import Trainer
 
+    importlib.import_module("recbole.model.sequential_recommender")  # runs sine.py's global switch once
+    torch.autograd.set_detect_anomaly(False)
     RecBoleConfig.__getstate__ = _config_getstate
     RecBoleConfig.__setstate__ = _config_setstate
     Trainer._save_checkpoint = _save_checkpoint

@@ -82,3 +82,26 @@ class ALLMRecTrainer(CFTeacherTrainer):
         self.logger.info(set_color("Stage 1 saved", "blue") + f": {path} (reuse it with "
                          f"stage1_checkpoint: {path})")
         return path
+
+
+class HLLMTrainer(Trainer):
+    """RecBole's Trainer with HLLM's schedule (spec 4): linear warm-up over ``warmup_ratio`` of all
+    steps, then cosine decay to 0, stepped after every optimizer step (through an optimizer hook, so
+    RecBole's training loop runs unchanged). A resumed run continues the schedule where it stopped."""
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        from transformers import get_cosine_schedule_with_warmup
+
+        total = self.epochs * len(train_data)
+        scheduler = get_cosine_schedule_with_warmup(
+            self.optimizer, int(self.config["warmup_ratio"] * total), total)
+        for _ in range(self.start_epoch * len(train_data)):
+            scheduler.step()
+        self.scheduler = scheduler
+        hook = self.optimizer.register_step_post_hook(lambda *_: scheduler.step())
+        try:
+            return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                               show_progress=show_progress, callback_fn=callback_fn)
+        finally:
+            hook.remove()

@@ -124,3 +124,9 @@ def test_checkpoints_of_unpatched_recbole_get_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="written by RecBole without recbole_llmsrec"):
         load_checkpoint(str(path))
     assert load_checkpoint(str(path), allow_unsafe=True)["state_dict"]["w"].item() == 1
+
+
+def test_recbole_runs_without_anomaly_detection():
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (it switches the mode on at import)
+
+    assert not torch.is_anomaly_enabled()

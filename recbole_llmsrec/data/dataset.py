@@ -62,17 +62,27 @@ def training_history(dataset):
 
 
 class UserSequenceDataset(SequentialDataset):
-    """A ``SequentialDataset`` whose training split holds one sample per user (its last prefix)."""
+    """A ``SequentialDataset`` whose training split holds one sample per user (its last prefix), or,
+    with ``window_stride`` set, every ``window_stride``-th prefix counted from the last one."""
+
+    def window_stride(self):
+        return None
 
     def build(self):
         datasets = super().build()
         train = datasets[0]
         train.history_matrix = _training_history(train)
         users = train.inter_feat[train.uid_field].numpy()
-        # rows of one user appear in time order, so a user's last row is its longest prefix
-        _, first_in_reversed = np.unique(users[::-1], return_index=True)
-        last_rows = np.sort(len(users) - 1 - first_in_reversed)
-        train.inter_feat = train.inter_feat[last_rows]
+        # a user's rows are contiguous and in time order: rank each by its distance from the user's last
+        change = np.r_[True, users[1:] != users[:-1]]
+        if change.sum() != len(np.unique(users)):
+            raise ValueError("the training split does not hold each user's rows together")
+        group = np.cumsum(change) - 1
+        position = np.arange(len(users)) - np.flatnonzero(change)[group]
+        from_last = np.bincount(group)[group] - 1 - position
+        stride = self.window_stride()
+        keep = from_last == 0 if stride is None else from_last % stride == 0
+        train.inter_feat = train.inter_feat[np.flatnonzero(keep)]
         return datasets
 
 
@@ -82,6 +92,16 @@ class LLMSRecDataset(UserSequenceDataset):
 
 class ALLMRecDataset(UserSequenceDataset):
     """A-LLMRec trains one example per user per epoch in stages 1 and 2 (spec sections 2-3)."""
+
+
+class HLLMDataset(UserSequenceDataset):
+    """HLLM trains every position of a sequence in one pass (spec 2), so a user's training sequence is
+    cut into windows of ``MAX_ITEM_LIST_LENGTH`` transitions ending at its last item: every training
+    interaction after the first is a prediction target exactly once per epoch, and no transition between
+    windows is lost (the original's chunks dropped both the oldest remainder and those transitions)."""
+
+    def window_stride(self):
+        return self.config["MAX_ITEM_LIST_LENGTH"]
 
 
 def create_dataset(config):

@@ -1,0 +1,182 @@
+"""HLLM (ByteDance, "Hierarchical Large Language Model"; code bytedance/HLLM) as a RecBole model.
+
+Item LLM: each item's text (``item_prompt`` + ``name: value`` fields, cut to ``max_text_length`` tokens)
+followed by one learnable [ITEM] input vector; the item embedding is the bare decoder's last (normed)
+hidden state at [ITEM]. User LLM: a causal decoder fed the item embeddings as ``inputs_embeds`` (through
+a linear adapter when the two hidden sizes differ); the state at each position predicts the next item.
+Loss: InfoNCE with a learnable temperature over ``num_negatives`` uniform items encoded by the Item LLM in
+the same step, shared by every position of the batch (spec ``hllm.md`` 1-3).
+
+Departures from the original, on purpose (spec section 7):
+
+- Field pairs are joined with ``item_text_separator`` (the original wrote "title: Xdescription: Y").
+- Only real items are encoded (the original also encoded random left-padding items), each distinct
+  item of a step once: positives, history and negatives share one deduplicated encoder batch.
+- Normalisation, logits, softmax and scores run in float32 even when the LLMs compute in bf16.
+- Training data: ``HLLMDataset`` cuts each user's training sequence into windows of
+  ``MAX_ITEM_LIST_LENGTH`` transitions, so every training interaction is a target once per epoch
+  (the original's chunking dropped the oldest remainder and the transitions between chunks).
+- Gradient clipping is applied (``clip_grad_norm``); the original read it and never used it.
+- Evaluation encodes the catalogue once per evaluation pass; users are scored by cosine against it.
+- Padding: no packed varlen attention (flash-attn is not installed here); texts are sorted by length
+  and batched so that each batch pads little (``benchmarks/hllm.py`` reports the padding fraction).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_llmsrec.data.item_text import build_item_texts
+from recbole_llmsrec.llm import attention_kernels, freeze, load_llm_from_config
+
+
+def info_nce_loss(user, positive, negatives, logit_scale, threshold):
+    """InfoNCE of ``user`` [P, D] against its ``positive`` [P, D] and shared ``negatives`` [K, D].
+
+    Vectors are L2-normalised, a negative whose cosine to the positive exceeds ``threshold`` is masked
+    (a near-duplicate of the target is not a negative), logits are scaled by ``exp(logit_scale)``;
+    everything in float32 (spec 3).
+    """
+    user, positive, negatives = (F.normalize(x.float(), dim=-1) for x in (user, positive, negatives))
+    positive_logit = (user * positive).sum(-1, keepdim=True)
+    logits = torch.cat([positive_logit, user @ negatives.T], dim=1) * logit_scale.float().exp()
+    near_duplicate = F.pad(positive @ negatives.T > threshold, (1, 0), value=False)
+    logits = logits.masked_fill(near_duplicate, -torch.inf)  # after scaling: no inf * 0 in backward
+    return F.cross_entropy(logits, torch.zeros(len(user), dtype=torch.long, device=user.device))
+
+
+class HLLM(SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.item_llm, self.tokenizer = load_llm_from_config(config, prefix="item_llm", kind="base")
+        self.user_llm, _ = load_llm_from_config(config, prefix="user_llm", kind="base",
+                                                with_tokenizer=False)
+        if config["freeze_item_llm"]:
+            freeze(self.item_llm)
+        item_size = self.item_llm.get_input_embeddings().embedding_dim
+        user_size = self.user_llm.get_input_embeddings().embedding_dim
+        self.adapter = nn.Identity() if item_size == user_size else nn.Linear(item_size, user_size)
+        self.item_token = nn.Parameter(torch.randn(item_size) * 0.02,
+                                       requires_grad=not config["freeze_item_llm"])
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config["temperature_init"])))
+        self.max_logit_scale = math.log(1 / config["temperature_min"])
+        self.num_negatives = config["num_negatives"]
+        self.nce_threshold = config["nce_threshold"]
+        self.item_batch_size = config["item_encode_batch_size"]
+        self.autocast_dtype = config["mixed_precision"]
+
+        texts = build_item_texts(dataset, config)
+        prompt = config["item_prompt"]
+        encoded = self.tokenizer([prompt + t for t in texts[1:]], truncation=True,
+                                 max_length=config["max_text_length"])["input_ids"]
+        self.item_token_ids = [[]] + encoded  # padding item 0 is never encoded
+        self.negative_generator = torch.Generator().manual_seed(config["seed"])
+        self._item_matrix = None
+        self.item_matrix_computations = 0
+        self.items_encoded = 0  # rows through the Item LLM, to check each distinct item runs once
+
+    # ----- modes -----------------------------------------------------------------------------
+    def train(self, mode=True):
+        super().train(mode)
+        if mode:
+            self._item_matrix = None
+        return self
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        self._item_matrix = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _autocast(self, device):
+        enabled = device.type == "cuda" and self.autocast_dtype is not None
+        dtype = getattr(torch, self.autocast_dtype or "bfloat16")
+        return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+    # ----- Item LLM ---------------------------------------------------------------------------
+    def length_batches(self, items):
+        """``items`` sorted by token length and cut into batches of ``item_encode_batch_size``."""
+        order = sorted(items, key=lambda i: len(self.item_token_ids[i]))
+        return [order[i:i + self.item_batch_size] for i in range(0, len(order), self.item_batch_size)]
+
+    def _encode_batch(self, items):
+        device = self.item_token.device
+        lengths = torch.tensor([len(self.item_token_ids[i]) for i in items], device=device)
+        ids = torch.zeros(len(items), int(lengths.max()) + 1, dtype=torch.long, device=device)
+        for row, item in enumerate(items):
+            ids[row, : lengths[row]] = torch.tensor(self.item_token_ids[item], device=device)
+        positions = torch.arange(ids.shape[1], device=device)
+        mask = (positions.unsqueeze(0) <= lengths.unsqueeze(1)).long()   # text + [ITEM]
+        item_slot = positions.unsqueeze(0) == lengths.unsqueeze(1)
+        embeds = self.item_llm.get_input_embeddings()(ids)
+        embeds = torch.where(item_slot.unsqueeze(-1), self.item_token.to(embeds.dtype), embeds)
+        with self._autocast(device), attention_kernels():
+            hidden = self.item_llm(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        self.items_encoded += len(items)
+        return hidden[item_slot].float()
+
+    def encode_items(self, items):
+        """Item embeddings (in the User LLM's space) of distinct ``items``, ``[len(items), D]``."""
+        items = items.tolist()
+        by_item = {}
+        for batch in self.length_batches(items):
+            by_item.update(zip(batch, self._encode_batch(batch)))
+        return self.adapter(torch.stack([by_item[i] for i in items]))
+
+    # ----- User LLM ---------------------------------------------------------------------------
+    def _user_states(self, item_embeddings, mask):
+        with self._autocast(item_embeddings.device), attention_kernels():
+            return self.user_llm(inputs_embeds=item_embeddings.to(self.user_llm.dtype),
+                                 attention_mask=mask.long()).last_hidden_state.float()
+
+    def calculate_loss(self, interaction):
+        with torch.no_grad():
+            self.logit_scale.clamp_(0, self.max_logit_scale)   # temperature in [temperature_min, 1]
+        item_seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        rows = torch.arange(len(item_seq), device=item_seq.device)
+        sequence = torch.cat([item_seq, torch.zeros_like(item_seq[:, :1])], dim=1)
+        sequence[rows, lengths] = interaction[self.POS_ITEM_ID]          # history + target
+        negatives = torch.randint(1, self.n_items, (self.num_negatives,),
+                                  generator=self.negative_generator).to(item_seq.device)
+
+        distinct, where = torch.unique(torch.cat([sequence.flatten(), negatives]), return_inverse=True)
+        real = distinct > 0
+        embeddings = torch.zeros(len(distinct), self.user_llm.get_input_embeddings().embedding_dim,
+                                 device=item_seq.device)
+        embeddings[real] = self.encode_items(distinct[real])              # each distinct item once
+        sequence_emb = embeddings[where[: sequence.numel()]].view(*sequence.shape, -1)
+        negative_emb = embeddings[where[sequence.numel():]]
+
+        inputs = sequence[:, :-1]
+        states = self._user_states(sequence_emb[:, :-1], inputs > 0)
+        valid = sequence[:, 1:] > 0                                      # positions with a next item
+        return info_nce_loss(states[valid], sequence_emb[:, 1:][valid], negative_emb,
+                             self.logit_scale, self.nce_threshold)
+
+    # ----- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def item_matrix(self):
+        """Every item's embedding, ``[n_items, D]`` (row 0 zero), built once per evaluation pass."""
+        if self._item_matrix is None:
+            items = torch.arange(1, self.n_items, device=self.item_token.device)
+            matrix = self.encode_items(items)
+            self._item_matrix = torch.cat([torch.zeros_like(matrix[:1]), matrix])
+            self.item_matrix_computations += 1
+        return self._item_matrix
+
+    @torch.no_grad()
+    def user_vectors(self, interaction):
+        item_seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        states = self._user_states(self.item_matrix()[item_seq], item_seq > 0)
+        return F.normalize(states[torch.arange(len(item_seq)), lengths - 1], dim=-1)
+
+    def full_sort_predict(self, interaction):
+        return self.user_vectors(interaction) @ F.normalize(self.item_matrix(), dim=-1).T
+
+    def predict(self, interaction):
+        items = F.normalize(self.item_matrix()[interaction[self.ITEM_ID]], dim=-1)
+        return (self.user_vectors(interaction) * items).sum(-1)
