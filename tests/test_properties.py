@@ -11,6 +11,8 @@ PROFILES = {
     "ml-100k-offline.yaml": ("SASRec", "ml-100k"),
     "llmsrec-ml-100k-offline.yaml": ("LLMSRec", "ml-100k"),
     "allmrec-ml-100k-offline.yaml": ("ALLMRec", "ml-100k"),
+    "hllm-ml-100k-offline.yaml": ("HLLM", "ml-100k"),
+    "amazon/hllm-books.yaml": ("HLLM", "Books"),
     "amazon/llmsrec.yaml": ("LLMSRec", "Industrial_and_Scientific"),
     "amazon/allmrec-movies.yaml": ("ALLMRec", "Movies_and_TV"),
     "amazon/allmrec-games.yaml": ("ALLMRec", "Video_Games"),
@@ -33,3 +35,4 @@ def test_profile_loads_for_its_model(profile):
         assert "{history}" in config["prompt_template"] and "{candidates}" in config["prompt_template"]
     if profile.startswith("amazon/"):
         assert "title" in config["load_col"]["item"] and config["item_title_field"] == "title"
+        assert set(config["item_text_fields"] or []) <= set(config["load_col"]["item"])
