@@ -117,18 +117,18 @@ def main():
         return timed(args.device, fn)[0]
 
     def fresh_item_matrix():
-        model._item_repr = None
+        model._item_matrix = None
         model.item_matrix()
 
     item_time = second_run(fresh_item_matrix)
     uni_time = second_run(lambda: trainer.evaluate(uni100_data, load_best_model=False))
     full_time = second_run(lambda: trainer.evaluate(full_data, load_best_model=False))
     n_users = len(full_data._dataset)  # one test row per user
-    assert model.item_repr_computations == 2  # the two timed item passes; evaluation reused them
+    assert model.item_matrix_computations == 2  # the two timed item passes; evaluation reused them
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        model._item_repr = None
+        model._item_matrix = None
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
         with profile(activities=activities) as prof:
             model.item_matrix()

@@ -179,9 +179,9 @@ def test_item_matrix_once_per_evaluation_and_predict_agrees_with_full_sort(llmsr
     model.cf_teacher_ready.fill_(True)
     trainer = get_trainer(config["MODEL_TYPE"], "LLMSRec")(config, model)
     trainer.evaluate(valid_data, load_best_model=False)
-    assert model.item_repr_computations == 1
+    assert model.item_matrix_computations == 1
     trainer.evaluate(test_data, load_best_model=False)
-    assert model.item_repr_computations == 1    # no training in between: the matrix is reused
+    assert model.item_matrix_computations == 1    # no training in between: the matrix is reused
     model.train()
     model.eval()
     batch = user_batch([[5, 9, 2], [1, 4]], model=model)
@@ -189,7 +189,7 @@ def test_item_matrix_once_per_evaluation_and_predict_agrees_with_full_sort(llmsr
         full = model.full_sort_predict(batch)
         batch.update(Interaction({model.ITEM_ID: torch.tensor([7, 300])}))
         sampled = model.predict(batch)
-    assert model.item_repr_computations == 2
+    assert model.item_matrix_computations == 2
     torch.testing.assert_close(sampled, full[[0, 1], [7, 300]])
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles
+from recbole_llmsrec.layers import projection_mlp
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm,
                                  load_llm_from_config, mean_pooled, uses_gradient_checkpointing)
 
@@ -54,15 +55,6 @@ def alignment_loss(user, item_emb, item_latent, item_recon, text_emb, text_laten
     item = F.mse_loss(item_recon[0], item_emb[0]) + F.mse_loss(item_recon[1], item_emb[1])
     text = F.mse_loss(text_recon[0], text_emb[0].detach()) + F.mse_loss(text_recon[1], text_emb[1].detach())
     return rec + match + item_weight * item + text_weight * text
-
-
-def _mlp(in_size, out_size, activation):
-    mlp = nn.Sequential(nn.Linear(in_size, out_size), nn.LayerNorm(out_size), activation,
-                        nn.Linear(out_size, out_size))
-    for layer in mlp:
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-    return mlp
 
 
 class AutoEncoder(nn.Module):
@@ -104,8 +96,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
             raise ValueError(f"the tokenizer of llm_path={config['llm_path']} has no EOS token: the "
                              "stage-2 target is the quoted title followed by EOS.")
         llm_size = self.llm.get_input_embeddings().embedding_dim
-        self.user_proj = _mlp(cf_size, llm_size, nn.LeakyReLU())                      # log_emb_proj
-        self.item_proj = _mlp(config["alignment_size"], llm_size, nn.GELU())          # item_emb_proj
+        self.user_proj = projection_mlp(cf_size, llm_size, llm_size, nn.LeakyReLU())     # log_emb_proj
+        self.item_proj = projection_mlp(config["alignment_size"], llm_size, llm_size, nn.GELU())
 
         self.titles = [t.replace(HISTORY_TOKEN, "").replace(CANDIDATE_TOKEN, "")
                        for t in build_item_titles(dataset, config)]

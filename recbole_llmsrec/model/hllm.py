@@ -31,6 +31,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_llmsrec.data.item_text import build_item_texts
+from recbole_llmsrec.layers import ItemMatrixPerEvaluation
 from recbole_llmsrec.llm import attention_kernels, freeze, load_llm_from_config
 
 
@@ -49,7 +50,7 @@ def info_nce_loss(user, positive, negatives, logit_scale, threshold):
     return F.cross_entropy(logits, torch.zeros(len(user), dtype=torch.long, device=user.device))
 
 
-class HLLM(SequentialRecommender):
+class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
     input_type = InputType.POINTWISE
 
     def __init__(self, config, dataset):
@@ -77,20 +78,7 @@ class HLLM(SequentialRecommender):
                                  max_length=config["max_text_length"])["input_ids"]
         self.item_token_ids = [[]] + encoded  # padding item 0 is never encoded
         self.negative_generator = torch.Generator().manual_seed(config["seed"])
-        self._item_matrix = None
-        self.item_matrix_computations = 0
         self.items_encoded = 0  # rows through the Item LLM, to check each distinct item runs once
-
-    # ----- modes -----------------------------------------------------------------------------
-    def train(self, mode=True):
-        super().train(mode)
-        if mode:
-            self._item_matrix = None
-        return self
-
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        self._item_matrix = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _autocast(self, device):
         enabled = device.type == "cuda" and self.autocast_dtype is not None
@@ -158,15 +146,9 @@ class HLLM(SequentialRecommender):
                              self.logit_scale, self.nce_threshold)
 
     # ----- evaluation -------------------------------------------------------------------------
-    @torch.no_grad()
-    def item_matrix(self):
-        """Every item's embedding, ``[n_items, D]`` (row 0 zero), built once per evaluation pass."""
-        if self._item_matrix is None:
-            items = torch.arange(1, self.n_items, device=self.item_token.device)
-            matrix = self.encode_items(items)
-            self._item_matrix = torch.cat([torch.zeros_like(matrix[:1]), matrix])
-            self.item_matrix_computations += 1
-        return self._item_matrix
+    def compute_item_matrix(self):
+        """Every item's embedding (User LLM space), length-sorted batches through the Item LLM."""
+        return self.encode_items(torch.arange(1, self.n_items, device=self.item_token.device))
 
     @torch.no_grad()
     def user_vectors(self, interaction):

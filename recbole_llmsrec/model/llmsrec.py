@@ -37,6 +37,7 @@ from transformers import DynamicCache
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens
+from recbole_llmsrec.layers import ItemMatrixPerEvaluation, projection_mlp
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm_from_config,
                                  uses_gradient_checkpointing)
 
@@ -58,17 +59,7 @@ def distillation_loss(user_llm, user_cf, uniformity_weight=1.0):
         uniformity(user_llm) + uniformity(user_cf))
 
 
-def _mlp(in_size, hidden_size, out_size, activation):
-    mlp = nn.Sequential(nn.Linear(in_size, hidden_size), nn.LayerNorm(hidden_size), activation,
-                        nn.Linear(hidden_size, out_size))
-    for layer in mlp:
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-            nn.init.zeros_(layer.bias)
-    return mlp
-
-
-class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
+class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender):
     input_type = InputType.POINTWISE
 
     def __init__(self, config, dataset):
@@ -88,10 +79,10 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
 
         llm_size, cf_size = self.llm.config.hidden_size, self.cf_model.item_embedding.embedding_dim
         mlp_size, repr_size = config["projection_hidden_size"], config["representation_size"]
-        self.item_emb_proj = _mlp(cf_size, llm_size, llm_size, nn.LeakyReLU())
-        self.pred_user = _mlp(llm_size, mlp_size, repr_size, nn.LeakyReLU())
-        self.pred_item = _mlp(llm_size, mlp_size, repr_size, nn.LeakyReLU())
-        self.pred_user_cf = _mlp(cf_size, repr_size, repr_size, nn.GELU())
+        self.item_emb_proj = projection_mlp(cf_size, llm_size, llm_size, nn.LeakyReLU())
+        self.pred_user = projection_mlp(llm_size, mlp_size, repr_size, nn.LeakyReLU())
+        self.pred_item = projection_mlp(llm_size, mlp_size, repr_size, nn.LeakyReLU())
+        self.pred_user_cf = projection_mlp(cf_size, repr_size, repr_size, nn.GELU())
         embed = self.llm.get_input_embeddings().weight.float()
         mean, std = embed.mean().item(), embed.std().item()
         self.user_out_embedding = nn.Parameter(torch.randn(llm_size) * std + mean)
@@ -113,8 +104,6 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
 
         self.negative_generator = torch.Generator().manual_seed(config["seed"])
         self.history_matrix = training_history(dataset)
-        self._item_repr = None
-        self.item_repr_computations = 0  # how often the item matrix was built (one per evaluation)
         self._prefix_kv = {}
 
     # ----- set-up -----------------------------------------------------------------------------
@@ -152,13 +141,7 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
         # as in the original (Llama's dropout is 0).
         self.llm.train(mode and self.llm_checkpointing)
         self.cf_model.eval()
-        if mode:
-            self._item_repr = None
         return self
-
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        self._item_repr = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def load_cf_teacher(self, state_dict):
         """Put pre-trained SASRec weights into the (frozen) teacher."""
@@ -283,15 +266,11 @@ class LLMSRec(FrozenLLMNotSaved, SequentialRecommender):
         return rec_loss, self.distill_weight * distill
 
     # ----- evaluation -------------------------------------------------------------------------
-    @torch.no_grad()
-    def item_matrix(self):
-        """``[n_items, representation_size]``, built once per evaluation pass (row 0 = padding)."""
-        if self._item_repr is None:
-            items = torch.arange(1, self.n_items, device=self.user_out_embedding.device)
-            chunks = [self.item_representation(chunk) for chunk in items.split(self.llm_eval_batch_size)]
-            self._item_repr = torch.cat([torch.zeros_like(chunks[0][:1]), *chunks])
-            self.item_repr_computations += 1
-        return self._item_repr
+    def compute_item_matrix(self):
+        """Every item's representation by batches of ``llm_eval_batch_size`` prompts."""
+        items = torch.arange(1, self.n_items, device=self.user_out_embedding.device)
+        return torch.cat([self.item_representation(chunk)
+                          for chunk in items.split(self.llm_eval_batch_size)])
 
     @torch.no_grad()
     def _eval_users(self, interaction):

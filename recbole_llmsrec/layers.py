@@ -1,0 +1,43 @@
+"""Small building blocks the models share."""
+
+import torch
+from torch import nn
+
+
+def projection_mlp(in_size, hidden_size, out_size, activation):
+    """Linear -> LayerNorm -> activation -> Linear, Xavier-normal weights: the projector/head shape of
+    LLM-SRec (item_emb_proj, pred_user, pred_item, pred_user_CF2) and A-LLMRec (log_emb_proj,
+    item_emb_proj)."""
+    mlp = nn.Sequential(nn.Linear(in_size, hidden_size), nn.LayerNorm(hidden_size), activation,
+                        nn.Linear(hidden_size, out_size))
+    for layer in mlp:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+    return mlp
+
+
+class ItemMatrixPerEvaluation:
+    """Mixin for a model that scores users against every item's representation: ``item_matrix()``
+    builds it with ``compute_item_matrix()`` once per evaluation pass (row 0 = padding, zeros) and keeps
+    it until the model trains again or loads other weights. ``item_matrix_computations`` counts builds."""
+
+    _item_matrix = None
+    item_matrix_computations = 0
+
+    @torch.no_grad()
+    def item_matrix(self):
+        if self._item_matrix is None:
+            matrix = self.compute_item_matrix()
+            self._item_matrix = torch.cat([torch.zeros_like(matrix[:1]), matrix])
+            self.item_matrix_computations += 1
+        return self._item_matrix
+
+    def train(self, mode=True):
+        super().train(mode)
+        if mode:
+            self._item_matrix = None
+        return self
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        self._item_matrix = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
