@@ -160,3 +160,16 @@ def test_cosine_schedule_warms_up_then_decays(hllm_config):
     peak = rates.index(max(rates))
     assert 0 < peak < len(rates) - 1 and max(rates) <= 0.001
     assert rates[:peak] == sorted(rates[:peak]) and rates[peak:] == sorted(rates[peak:], reverse=True)
+
+
+def test_frozen_item_llm_embeddings_come_from_the_cache(hllm_config):
+    config = dict(hllm_config, freeze_item_llm=True)
+    _, model, train_data, *_ = prepare(config)
+    model.calculate_loss(next(iter(train_data)))
+    assert model.items_encoded == model.n_items - 1           # the whole catalogue, once
+    model.calculate_loss(next(iter(train_data)))
+    assert model.items_encoded == model.n_items - 1           # then no Item LLM forward at all
+    _, again, *_ = prepare(config)
+    again.eval()
+    torch.testing.assert_close(again.item_matrix(), model.item_matrix())
+    assert again.items_encoded == 0                           # a new run reuses the cache file

@@ -18,10 +18,13 @@ Departures from the original, on purpose (spec section 7):
   (the original's chunking dropped the oldest remainder and the transitions between chunks).
 - Gradient clipping is applied (``clip_grad_norm``); the original read it and never used it.
 - Evaluation encodes the catalogue once per evaluation pass; users are scored by cosine against it.
+- With ``freeze_item_llm`` every item embedding is computed once into the shared embedding cache
+  (``recbole_llmsrec.embedding_cache``, under ``checkpoint_dir``) and training runs no Item LLM forward.
 - Padding: no packed varlen attention (flash-attn is not installed here); texts are sorted by length
   and batched so that each batch pads little (``benchmarks/hllm.py`` reports the padding fraction).
 """
 
+import hashlib
 import math
 
 import torch
@@ -31,6 +34,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_llmsrec.data.item_text import build_item_texts
+from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation
 from recbole_llmsrec.llm import attention_kernels, freeze, load_llm_from_config
 
@@ -72,11 +76,13 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         self.item_batch_size = config["item_encode_batch_size"]
         self.autocast_dtype = config["mixed_precision"]
 
-        texts = build_item_texts(dataset, config)
         prompt = config["item_prompt"]
-        encoded = self.tokenizer([prompt + t for t in texts[1:]], truncation=True,
+        self.item_texts = [prompt + t for t in build_item_texts(dataset, config)[1:]]
+        encoded = self.tokenizer(self.item_texts, truncation=True,
                                  max_length=config["max_text_length"])["input_ids"]
         self.item_token_ids = [[]] + encoded  # padding item 0 is never encoded
+        self.config = config
+        self._frozen_table = None
         self.negative_generator = torch.Generator().manual_seed(config["seed"])
         self.items_encoded = 0  # rows through the Item LLM, to check each distinct item runs once
 
@@ -107,8 +113,27 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         self.items_encoded += len(items)
         return hidden[item_slot].float()
 
+    def frozen_item_table(self):
+        """With ``freeze_item_llm`` the Item LLM and [ITEM] never change, so every item's embedding is
+        computed once and kept in the embedding cache under ``checkpoint_dir`` (reused across runs)."""
+        if self._frozen_table is None:
+            config = self.config
+            token = hashlib.sha256(self.item_token.detach().float().cpu().numpy().tobytes()).hexdigest()
+            identity = (f"{encoder_identity(self.item_llm, config['item_llm_path'])}|[ITEM] {token}"
+                        f"|max_text_length {config['max_text_length']}")
+            item_of_text = {text: item for item, text in enumerate(self.item_texts, 1)}
+            table = cached_item_embeddings(
+                self.item_texts, lambda texts: self._encode_batch([item_of_text[t] for t in texts]),
+                cache_dir=config["checkpoint_dir"], encoder_id=identity,
+                template=config["item_prompt"] + config["item_text_template"],
+                batch_size=self.item_batch_size, show_progress=config["show_progress"])
+            self._frozen_table = torch.cat([torch.zeros_like(table[:1]), table])
+        return self._frozen_table.to(self.item_token.device)
+
     def encode_items(self, items):
         """Item embeddings (in the User LLM's space) of distinct ``items``, ``[len(items), D]``."""
+        if not self.item_token.requires_grad:  # frozen Item LLM: no forward, read the cached table
+            return self.adapter(self.frozen_item_table()[items])
         items = items.tolist()
         by_item = {}
         for batch in self.length_batches(items):
