@@ -201,11 +201,19 @@ def test_stage1_checkpoint_of_other_data_is_refused(allmrec_config):
         other_trainer.run_pending_stages(other_train, show_progress=False)
 
 
-def test_sasrec_checkpoint_of_other_data_is_refused(allmrec_config, small_sasrec_config):
+def test_sasrec_checkpoint_of_another_dataset_is_refused(allmrec_config, small_sasrec_config, tmp_path):
     from recbole_llmsrec import run_recbole
 
-    other = run_recbole("SASRec", "ml-100k", config_dict=dict(small_sasrec_config, epochs=1))
-    with pytest.raises(ValueError, match=r"cf_checkpoint=.*other data"):
+    folder = tmp_path / "data" / "other"
+    folder.mkdir(parents=True)
+    rows = [f"u{u}\ti{(u * 7 + k) % 40}\t5\t{k}" for u in range(30) for k in range(8)]
+    (folder / "other.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "\n".join(rows) + "\n")
+    sasrec = dict(small_sasrec_config, epochs=1, data_path=str(tmp_path / "data"),
+                  user_inter_num_interval=None,
+                  load_col={"inter": ["user_id", "item_id", "rating", "timestamp"]})
+    other = run_recbole("SASRec", "other", config_dict=sasrec)
+    with pytest.raises(ValueError, match=r"cf_checkpoint=.*other data \(dataset: checkpoint 'other'"):
         prepare(dict(allmrec_config, cf_checkpoint=other["saved_model_file"]))
 
 

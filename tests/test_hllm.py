@@ -173,3 +173,12 @@ def test_frozen_item_llm_embeddings_come_from_the_cache(hllm_config):
     again.eval()
     torch.testing.assert_close(again.item_matrix(), model.item_matrix())
     assert again.items_encoded == 0                           # a new run reuses the cache file
+
+
+def test_lora_on_the_item_llm_trains_only_its_adapters(hllm_config):
+    _, model, train_data, *_ = prepare(dict(hllm_config, item_llm_lora={
+        "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}))
+    trainable = [n for n, p in model.item_llm.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    model.calculate_loss(next(iter(train_data))).backward()
+    assert all(p.grad is not None for n, p in model.item_llm.named_parameters() if p.requires_grad)
