@@ -216,10 +216,9 @@ class Converter:
         return sum(int(item_mask[chunk["item"]].sum()) for path in buckets for chunk in self._chunks(path))
 
     def _k_core(self, buckets, alive_user, alive_item):
-        before = int(self._degrees(buckets, alive_user, alive_item)[0].sum())
-        rounds = 0
+        users, items = self._degrees(buckets, alive_user, alive_item)  # one pass over the data per round
+        before, rounds = int(users.sum()), 0
         while self.k_core:
-            users, items = self._degrees(buckets, alive_user, alive_item)
             drop_user = alive_user & (users < self.k_core)
             drop_item = alive_item & (items < self.k_core)
             if not drop_user.any() and not drop_item.any():
@@ -227,7 +226,7 @@ class Converter:
             alive_user &= ~drop_user
             alive_item &= ~drop_item
             rounds += 1
-        users, items = self._degrees(buckets, alive_user, alive_item)
+            users, items = self._degrees(buckets, alive_user, alive_item)
         alive_user &= users > 0
         alive_item &= items > 0
         self.stats.update({f"interactions dropped: {self.k_core}-core ({rounds} rounds)":
