@@ -41,3 +41,16 @@ class ItemMatrixPerEvaluation:
     def load_state_dict(self, state_dict, strict=True, assign=False):
         self._item_matrix = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def rows_by_user(interaction, *fields):
+    """Group the rows of a sampled-evaluation batch (one row per user and candidate) by user, a user
+    being the distinct values of ``fields`` (its sequence, its length, ...; ``None`` entries skipped).
+
+    Returns ``(first_row, group)``: each user's first row index and each row's user index.
+    """
+    key = torch.cat([interaction[f].long().view(len(interaction), -1) for f in fields if f], dim=1)
+    distinct, group = torch.unique(key, dim=0, return_inverse=True)
+    first_row = torch.full((len(distinct),), len(key), dtype=torch.long, device=key.device)
+    first_row.scatter_reduce_(0, group, torch.arange(len(key), device=key.device), reduce="amin")
+    return first_row, group

@@ -33,7 +33,7 @@ from torch import nn
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles
-from recbole_llmsrec.layers import projection_mlp
+from recbole_llmsrec.layers import projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm,
                                  load_llm_from_config, mean_pooled, uses_gradient_checkpointing)
 
@@ -314,15 +314,14 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
     def predict(self, interaction):
         # sampled evaluation gives one row per (user, candidate); group the rows by user
-        key = torch.cat([interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN].unsqueeze(1)], 1)
-        _, where = torch.unique(key, dim=0, return_inverse=True)
+        first_row, user = rows_by_user(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN)
         scores = torch.empty(len(interaction), device=self._device())
         items = interaction[self.ITEM_ID]
-        for group in range(int(where.max()) + 1):
-            rows = torch.nonzero(where == group).flatten()
+        for index, first in enumerate(first_row.tolist()):
+            rows = torch.nonzero(user == index).flatten()
             candidates = items[rows].tolist()
             distinct = list(dict.fromkeys(candidates))
-            by_item = dict(zip(distinct, self._rank_user(interaction[rows[:1]], distinct).tolist()))
+            by_item = dict(zip(distinct, self._rank_user(interaction[[first]], distinct).tolist()))
             scores[rows] = torch.tensor([by_item[c] for c in candidates], device=scores.device)
         return scores
 

@@ -37,7 +37,7 @@ from transformers import DynamicCache
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens
-from recbole_llmsrec.layers import ItemMatrixPerEvaluation, projection_mlp
+from recbole_llmsrec.layers import ItemMatrixPerEvaluation, projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm_from_config,
                                  uses_gradient_checkpointing)
 
@@ -283,17 +283,8 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     def predict(self, interaction):
         # sampled evaluation repeats each user once per candidate: encode each distinct user once
-        key = [interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN].unsqueeze(1)]
-        if self.time_list_field:
-            key.append(interaction[self.time_list_field].long())
-        _, first_row, where = _unique_rows(torch.cat(key, dim=1))
-        users = self._eval_users(interaction[first_row])[where]
+        first_row, user = rows_by_user(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN,
+                                       self.time_list_field)
+        users = self._eval_users(interaction[first_row])[user]
         return (users * self.item_matrix()[interaction[self.ITEM_ID]]).sum(-1)
 
-
-def _unique_rows(x):
-    """Distinct rows of ``x``: (rows, index of each one's first occurrence, inverse map)."""
-    distinct, inverse = torch.unique(x, dim=0, return_inverse=True)
-    first = torch.full((len(distinct),), len(x), dtype=torch.long, device=x.device)
-    first.scatter_reduce_(0, inverse, torch.arange(len(x), device=x.device), reduce="amin")
-    return distinct, first, inverse
