@@ -1,4 +1,5 @@
-"""Amazon Reviews -> RecBole atomic files: both releases, gz and plain, k-core, dedupe, ties, bad lines."""
+"""Amazon Reviews -> RecBole atomic files: both releases, gz and plain, k-core, dedupe, ties, bad lines,
+seeded user sampling."""
 
 import gzip
 import json
@@ -9,7 +10,7 @@ import pytest
 from recbole.data import create_dataset
 
 from recbole_llmsrec import Config
-from recbole_llmsrec.data.amazon import Converter, main
+from recbole_llmsrec.data.amazon import Converter, main, user_draw
 from recbole_llmsrec.data.item_text import build_item_texts
 
 
@@ -157,3 +158,72 @@ def test_k_core_holds_on_random_data_and_small_buckets_give_the_same_output(tmp_
     for row in bucketed:
         by_user.setdefault(row[0], []).append(float(row[3]))
     assert all(times == sorted(times) for times in by_user.values())
+
+
+# -- --user-fraction / --seed ---------------------------------------------------------------------------
+SAMPLED_USERS = [f"user{n}" for n in range(200)]
+
+
+def kept_users(tmp_path, run, fraction, seed, lines=None, bucket_records=4_000_000):
+    """Users in the .inter of a 0-core conversion of one review per user (item cycling over 7)."""
+    lines = lines or [review_2018(u, f"i{n % 7}", n) for n, u in enumerate(SAMPLED_USERS)]
+    reviews = write(tmp_path / f"{run}.json", lines, gz=False)
+    meta = write(tmp_path / f"meta_{run}.json", [json.dumps({"asin": "i0", "title": "t"})], gz=False)
+    stats = Converter(reviews, meta, str(tmp_path / run), "d", k_core=0, bucket_records=bucket_records,
+                      user_fraction=fraction, seed=seed).run()
+    _, rows = read_table(tmp_path / run / "d" / "d.inter")
+    return {row[0] for row in rows}, stats
+
+
+def test_user_sampling_is_a_seeded_deterministic_subset_independent_of_file_order(tmp_path):
+    kept, stats = kept_users(tmp_path, "a", 0.5, seed=7)
+    assert kept < set(SAMPLED_USERS) and 60 <= len(kept) <= 140
+    assert stats["users dropped: sampling 0.5 (seed 7)"] == 200 - len(kept)
+    assert stats["reviews dropped: sampling 0.5 (seed 7)"] == 200 - len(kept)
+    assert stats["users"] == len(kept)
+    shuffled = [review_2018(u, f"i{n % 7}", n) for n, u in enumerate(SAMPLED_USERS)]
+    random.Random(1).shuffle(shuffled)
+    assert kept_users(tmp_path, "b", 0.5, seed=7, lines=shuffled, bucket_records=16)[0] == kept
+    assert kept_users(tmp_path, "c", 0.5, seed=8)[0] != kept
+    assert kept == {u for u in SAMPLED_USERS if user_draw(7, u) < 0.5}   # the documented rule
+
+
+def test_user_samples_are_nested_across_fractions(tmp_path):
+    small, _ = kept_users(tmp_path, "small", 0.3, seed=0)
+    large, _ = kept_users(tmp_path, "large", 0.6, seed=0)
+    assert small and small < large < set(SAMPLED_USERS)
+    everyone, stats = kept_users(tmp_path, "all", 1.0, seed=0)
+    assert everyone == set(SAMPLED_USERS) and not any(key.startswith("users dropped") for key in stats)
+
+
+def test_user_sampling_happens_before_the_k_core(tmp_path):
+    kept = [u for u in SAMPLED_USERS if user_draw(0, u) < 0.5][:2]
+    dropped = next(u for u in SAMPLED_USERS if user_draw(0, u) >= 0.5)
+    a, b = kept
+    # 2-core: z and w reach 2 reviews only with the dropped user; a and b keep x and y between them.
+    lines = [review_2018(a, "x", 1), review_2018(a, "y", 2), review_2018(a, "z", 3),
+             review_2018(b, "x", 1), review_2018(b, "y", 2), review_2018(b, "w", 3),
+             review_2018(dropped, "z", 1), review_2018(dropped, "w", 2)]
+    reviews = write(tmp_path / "r.json", lines, gz=False)
+    meta = write(tmp_path / "m.json", [json.dumps({"asin": "x", "title": "X"})], gz=False)
+    Converter(reviews, meta, str(tmp_path / "full"), "d", k_core=2).run()
+    _, rows = read_table(tmp_path / "full" / "d" / "d.inter")
+    assert {row[1] for row in rows} == {"x", "y", "z", "w"}       # without sampling all pass the 2-core
+    stats = Converter(reviews, meta, str(tmp_path / "half"), "d", k_core=2, user_fraction=0.5).run()
+    _, rows = read_table(tmp_path / "half" / "d" / "d.inter")
+    assert sorted((row[0], row[1]) for row in rows) == sorted([(a, "x"), (a, "y"), (b, "x"), (b, "y")])
+    assert stats["users dropped: sampling 0.5 (seed 0)"] == 1
+    assert stats["interactions dropped: 2-core (1 rounds)"] == 2
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "nan", "half"])
+def test_user_fraction_outside_zero_one_is_refused(tmp_path, capsys, value):
+    reviews = write(tmp_path / "r.json", REVIEWS_2018, gz=False)
+    meta = write(tmp_path / "m.json", META_2018, gz=False)
+    with pytest.raises(SystemExit) as exit_:
+        main([reviews, meta, "--out", str(tmp_path / "out"), "--name", "t", "--user-fraction", value])
+    assert exit_.value.code == 2
+    assert "--user-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="user_fraction"):
+        Converter(reviews, meta, str(tmp_path / "out"), "t", user_fraction=0.0)

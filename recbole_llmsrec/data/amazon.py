@@ -18,21 +18,31 @@ Processing, in this order (each step's drops are counted in the printed summary)
 
 1. parse: a line that is not a JSON object with a user, an item, a rating and a time is counted as
    malformed and skipped; ``--min-rating`` drops reviews rated below it.
-2. dedupe: repeated (user, item) events keep the earliest (ties: the first in the file).
-3. ``--drop-untitled`` drops items whose metadata has no title (by default they are kept, with an empty
+2. sample: ``--user-fraction F`` (default 1: all) keeps a user, with all their reviews, iff a stable
+   hash of ``"{--seed}:{raw user id}"`` maps below F in [0, 1); the summary counts the users (with a
+   review left by step 1) and reviews it dropped. This is LLM-SRec's per-category sampling (5% of
+   Movies_and_TV and Electronics users, 33% of CDs_and_Vinyl), done, as there, before the count-based
+   filters, so a dropped user's reviews count towards no item's k-core. It keeps about the same fraction,
+   seeded, not the same users: the original takes ``random.sample`` of exactly F * users in its own id
+   order, a stream that cannot be reproduced outside its code. Here the choice depends on neither file
+   order, buckets nor ``PYTHONHASHSEED``, and is nested: for one seed, a user kept at 0.05 is kept at 0.33.
+3. dedupe: repeated (user, item) events keep the earliest (ties: the first in the file).
+4. ``--drop-untitled`` drops items whose metadata has no title (by default they are kept, with an empty
    title, and their other fields still written: the originals lost titles when a description was missing).
-4. iterative k-core (``--k-core``, default 5; 0 turns it off): users and items with fewer than k
+5. iterative k-core (``--k-core``, default 5; 0 turns it off): users and items with fewer than k
    interactions are removed until every remaining user and item has at least k.
-5. the ``.inter`` rows of a user are in time order, ties in file order (a stable sort), so RecBole's
+6. the ``.inter`` rows of a user are in time order, ties in file order (a stable sort), so RecBole's
    (stable) ordering sees the same sequence.
 
-Memory is bounded by the number of distinct users and items, not by the file: reviews are streamed into
-a compact binary file, partitioned by user into buckets of at most ``--bucket-records`` records, and every
-later pass reads one bucket (or one chunk) at a time.
+Memory is bounded by the number of distinct users and items (sampled-out users' ids included; their
+reviews are never stored), not by the file: reviews are streamed into a compact binary file, partitioned
+by user into buckets of at most ``--bucket-records`` records, and every later pass reads one bucket (or
+one chunk) at a time.
 """
 
 import argparse
 import gzip
+import hashlib
 import html
 import json
 import math
@@ -48,6 +58,13 @@ RECORD = np.dtype([("user", "<i4"), ("item", "<i4"), ("rating", "<f4"), ("time",
                    ("line", "<i8")])
 CHUNK_RECORDS = 1 << 16
 TAGS = re.compile(r"<[^>]+>")
+HASH_BYTES = 8  # 64-bit user hashes: uniform enough for any fraction, collisions irrelevant
+
+
+def user_draw(seed, user):
+    """A user's uniform draw in [0, 1) from ``(seed, raw id)``: stable across runs, files and processes."""
+    digest = hashlib.blake2b(f"{seed}:{user}".encode("utf-8"), digest_size=HASH_BYTES).digest()
+    return int.from_bytes(digest, "big") / 2 ** (8 * HASH_BYTES)
 
 
 def open_text(path):
@@ -109,12 +126,16 @@ def parse_meta(line, max_description):
 
 class Converter:
     def __init__(self, reviews, meta, out, name, min_rating=None, k_core=5, drop_untitled=False,
-                 max_description=None, bucket_records=4_000_000):
+                 max_description=None, bucket_records=4_000_000, user_fraction=1.0, seed=0):
+        if not 0 < user_fraction <= 1:
+            raise ValueError(f"user_fraction must be in (0, 1], got {user_fraction}")
         self.reviews, self.meta, self.name = reviews, meta, name
         self.folder = os.path.join(out, name)
         self.min_rating, self.k_core, self.drop_untitled = min_rating, k_core, drop_untitled
         self.max_description, self.bucket_records = max_description, bucket_records
+        self.user_fraction, self.seed = user_fraction, seed
         self.users, self.items = {}, {}
+        self.unsampled = set()  # raw ids of the users sampling dropped (their reviews never get stored)
         self.stats = {}
 
     # -- passes -----------------------------------------------------------------------------------
@@ -141,7 +162,7 @@ class Converter:
 
     def _parse(self):
         raw = open(os.path.join(self.work, "raw.bin"), "wb")
-        buffer, lines, malformed, low = [], 0, 0, 0
+        buffer, lines, malformed, low, unsampled = [], 0, 0, 0, 0
         with open_text(self.reviews) as stream:
             for lines, line in enumerate(stream, 1):
                 review = parse_review(line)
@@ -152,6 +173,9 @@ class Converter:
                 if self.min_rating is not None and rating < self.min_rating:
                     low += 1
                     continue
+                if not self._sampled(user):
+                    unsampled += 1
+                    continue
                 buffer.append((self.users.setdefault(user, len(self.users)),
                                self.items.setdefault(item, len(self.items)), rating, seconds, lines))
                 if len(buffer) == CHUNK_RECORDS:
@@ -161,7 +185,22 @@ class Converter:
         raw.close()
         self.stats.update({"lines read": lines, "lines malformed (skipped)": malformed,
                            "reviews dropped: rating below min": low})
+        if self.user_fraction < 1:
+            sampling = f"sampling {self.user_fraction:g} (seed {self.seed})"
+            self.stats.update({f"users dropped: {sampling}": len(self.unsampled),
+                               f"reviews dropped: {sampling}": unsampled})
         return lines
+
+    def _sampled(self, user):
+        """Whether sampling keeps this raw user id; each user is hashed once (then it is in a table)."""
+        if self.user_fraction >= 1 or user in self.users:
+            return True
+        if user in self.unsampled:
+            return False
+        if user_draw(self.seed, user) < self.user_fraction:
+            return True
+        self.unsampled.add(user)
+        return False
 
     def _chunks(self, path):
         with open(path, "rb") as f:
@@ -288,6 +327,17 @@ class Converter:
                            "share of items with description": described / n_items})
 
 
+def fraction(text):
+    """argparse type of ``--user-fraction``: a float in (0, 1] (0 would keep nobody, NaN fails too)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,9 +352,13 @@ def main(argv=None):
                         help="cut descriptions to this many characters")
     parser.add_argument("--bucket-records", type=int, default=4_000_000,
                         help="records held in memory at once (bounds the peak memory)")
+    parser.add_argument("--user-fraction", type=fraction, default=1.0, metavar="F",
+                        help="keep this seeded share of users, before the k-core (default 1: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --user-fraction (default 0)")
     args = parser.parse_args(argv)
     stats = Converter(args.reviews, args.meta, args.out, args.name, args.min_rating, args.k_core,
-                      args.drop_untitled, args.max_description, args.bucket_records).run()
+                      args.drop_untitled, args.max_description, args.bucket_records,
+                      args.user_fraction, args.seed).run()
     width = max(map(len, stats))
     for key, value in stats.items():
         shown = f"{value:.6f}" if isinstance(value, float) and value < 1 else (
