@@ -9,6 +9,9 @@ One entry point, ``load_llm``, and ``load_llm_from_config`` which reads the keys
 - ``<prefix>_gradient_checkpointing``: trade compute for activation memory.
 - ``trust_remote_code``: off unless the config turns it on (runs code shipped with a checkpoint).
 
+``frozen=True`` loads a model that never trains (the LLMs of LLM-SRec and A-LLMRec, HLLM's Item LLM
+with ``freeze_item_llm``) with every dropout probability of its config at 0 and frozen (``freeze``).
+
 ``kind="causal_lm"`` gives the model with its LM head (``AutoModelForCausalLM``); ``kind="base"`` gives
 the bare transformer (``AutoModel``: a decoder without the vocabulary projection, or an encoder such as
 BERT/MiniLM), for models that read hidden states and never need vocabulary logits.
@@ -17,7 +20,8 @@ BERT/MiniLM), for models that read hidden states and never need vocabulary logit
 import os
 
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer,
+                          PretrainedConfig)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 KINDS = {"causal_lm": AutoModelForCausalLM, "base": AutoModel}
@@ -67,19 +71,30 @@ def load_tokenizer(path, key="llm_path", trust_remote_code=False):
 
 
 def load_llm(path, kind="causal_lm", dtype="bfloat16", lora=None, gradient_checkpointing=False,
-             trust_remote_code=False, key="llm_path", with_tokenizer=True):
+             trust_remote_code=False, key="llm_path", with_tokenizer=True, frozen=False):
     """Load ``(model, tokenizer)``; the tokenizer is ``None`` when ``with_tokenizer`` is false.
 
-    LoRA (when ``lora`` is a dict) wraps the model with peft; only the adapters then train. The rest
-    of the freezing policy belongs to the caller.
+    LoRA (when ``lora`` is a dict) wraps the model with peft; only the adapters then train.
+
+    ``frozen=True`` is for a model that never trains: it is loaded with every dropout probability of
+    its config set to 0 (``without_dropout``) and frozen with ``freeze``. Eval mode alone is not
+    enough: HF applies gradient checkpointing only to modules in train mode, so with
+    ``gradient_checkpointing`` a model puts its frozen LLM in train mode while it trains (gradients
+    still flow through the LLM to the soft input tokens), which would switch the LLM's dropout on
+    (OPT's ``dropout`` is 0.1). A frozen model must compute the same function in every mode: the one
+    the originals ran, in ``eval()``. Without ``frozen`` the caller owns the freezing policy.
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: use one of {sorted(KINDS)}.")
     source = _check_path(path, key)
     torch_dtype = resolve_dtype(dtype, key.replace("_path", "_dtype"))
     try:
+        options = {}
+        if frozen:
+            options["config"] = without_dropout(
+                AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
         model = KINDS[kind].from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **options
         )
     except (OSError, ValueError) as err:
         raise _load_error(path, key, str(err).splitlines()[0]) from err
@@ -89,7 +104,20 @@ def load_llm(path, kind="causal_lm", dtype="bfloat16", lora=None, gradient_check
         enable_gradient_checkpointing(model)
     if lora:
         model = apply_lora(model, lora, key.replace("_path", "_lora"), gradient_checkpointing)
+    if frozen:
+        freeze(model)
     return model, tokenizer
+
+
+def without_dropout(config):
+    """``config`` (a transformers config, changed in place and returned) with every float attribute
+    whose name contains "dropout" or "layerdrop" set to 0.0, in nested sub-configs too."""
+    for name, value in list(vars(config).items()):
+        if isinstance(value, float) and ("dropout" in name or "layerdrop" in name):
+            setattr(config, name, 0.0)
+        elif isinstance(value, PretrainedConfig):  # e.g. the text_config of a multimodal model
+            without_dropout(value)
+    return config
 
 
 def apply_lora(model, lora, key="llm_lora", gradient_checkpointing=False):
@@ -111,8 +139,9 @@ def apply_lora(model, lora, key="llm_lora", gradient_checkpointing=False):
     return get_peft_model(model, lora_config)
 
 
-def load_llm_from_config(config, prefix="llm", kind="causal_lm", with_tokenizer=True):
-    """``load_llm`` with the ``<prefix>_*`` keys of ``config`` (see the module docstring)."""
+def load_llm_from_config(config, prefix="llm", kind="causal_lm", with_tokenizer=True, frozen=False):
+    """``load_llm`` with the ``<prefix>_*`` keys of ``config`` (see the module docstring); ``frozen``:
+    a model that never trains, loaded without dropout and frozen (see ``load_llm``)."""
     return load_llm(
         config[f"{prefix}_path"],
         kind=kind,
@@ -122,6 +151,7 @@ def load_llm_from_config(config, prefix="llm", kind="causal_lm", with_tokenizer=
         trust_remote_code=bool(config["trust_remote_code"]),
         key=f"{prefix}_path",
         with_tokenizer=with_tokenizer,
+        frozen=frozen,
     )
 
 

@@ -46,10 +46,11 @@ def stage1_path(config_dict):
     return sorted(glob.glob(config_dict["checkpoint_dir"] + "/ALLMRec-stage1-*.pth"))[-1]
 
 
-def user_row(model, items):
+def user_row(model, items, user=1):
     seq = torch.zeros(1, model.max_seq_length, dtype=torch.long)
     seq[0, : len(items)] = torch.tensor(items)
-    return Interaction({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: torch.tensor([len(items)])})
+    return Interaction({model.USER_ID: torch.tensor([user]), model.ITEM_SEQ: seq,
+                        model.ITEM_SEQ_LEN: torch.tensor([len(items)])})
 
 
 def test_stages_run_in_order_and_leave_sasrec_and_the_llm_bit_equal(allmrec_config):
@@ -245,3 +246,60 @@ def test_gradient_checkpointing_reaches_the_opt_decoder(allmrec_config):
     assert model.llm.training                   # HF checkpoints only modules in train mode
     model.eval()
     assert not model.llm.training
+
+
+def test_predict_keeps_users_with_identical_sequences_apart(allmrec_config):
+    _, model, *_ = prepare(allmrec_config)
+    model.eval()
+    history = [5, 9, 2, 7]
+    candidates = {1: [100, 101, 102], 2: [200, 201, 202, 203]}   # two users, the same sequence
+    rows = [(user, item) for user, items in candidates.items() for item in items]
+    rows = rows[::2] + rows[1::2]                                # the two users' rows interleaved
+
+    def batch(selected):
+        seq = torch.zeros(len(selected), model.max_seq_length, dtype=torch.long)
+        seq[:, : len(history)] = torch.tensor(history)
+        return Interaction({model.USER_ID: torch.tensor([u for u, _ in selected]),
+                            model.ITEM_SEQ: seq,
+                            model.ITEM_SEQ_LEN: torch.full((len(selected),), len(history)),
+                            model.ITEM_ID: torch.tensor([i for _, i in selected])})
+
+    with torch.no_grad():
+        together = model.predict(batch(rows))
+        alone = torch.empty_like(together)
+        for user in candidates:
+            mine = [k for k, (u, _) in enumerate(rows) if u == user]
+            alone[mine] = model.predict(batch([rows[k] for k in mine]))
+    torch.testing.assert_close(together, alone, rtol=1e-6, atol=1e-6)
+
+
+def test_loading_a_stage2_checkpoint_freezes_the_item_encoder(allmrec_config):
+    # as RecBole's --checkpoint resume: trainer (optimizer over model.parameters()) first, then weights
+    _, model, trainer, train_data, *_ = prepare(allmrec_config)
+    assert all(p.requires_grad for p in model.item_autoencoder.parameters())   # stage 1 trains it
+    state = model.state_dict()
+    state["stage_done"] = torch.tensor([True, True])                          # stages 0-1 finished
+    model.load_state_dict(state)
+    assert not any(p.requires_grad for p in model.item_autoencoder.parameters())
+
+    item_encoder = {k: v.clone() for k, v in model.item_autoencoder.state_dict().items()}
+    user_proj = model.user_proj[0].weight.detach().clone()
+    model.train()
+    loss = model.calculate_loss(next(iter(train_data)))
+    trainer.optimizer.zero_grad()
+    loss.backward()
+    trainer.optimizer.step()
+    for key, value in model.item_autoencoder.state_dict().items():
+        assert torch.equal(value, item_encoder[key]), key
+    assert not torch.equal(model.user_proj[0].weight, user_proj)             # the step did happen
+
+
+def test_frozen_opt_has_no_dropout_in_the_train_mode_checkpointing_needs(allmrec_config):
+    _, model, *_ = prepare(dict(allmrec_config, llm_gradient_checkpointing=True))
+    assert model.llm.config.dropout == 0.0 and model.llm.config.attention_dropout == 0.0
+    model.train()
+    assert model.llm.training
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12]])
+    with torch.no_grad():
+        first, second = model.llm(input_ids=ids).logits, model.llm(input_ids=ids).logits
+    assert torch.equal(first, second)

@@ -182,3 +182,24 @@ def test_lora_on_the_item_llm_trains_only_its_adapters(hllm_config):
     assert trainable and all("lora_" in n for n in trainable)
     model.calculate_loss(next(iter(train_data))).backward()
     assert all(p.grad is not None for n, p in model.item_llm.named_parameters() if p.requires_grad)
+
+
+def test_frozen_item_llm_table_is_the_eval_mode_one_after_model_train(hllm_config, minilm_path):
+    import shutil
+
+    from recbole_llmsrec.embedding_cache import CACHE_SUBDIR
+
+    config = dict(hllm_config, item_llm_path=minilm_path, freeze_item_llm=True)
+    _, model, *_ = prepare(config)
+    model.item_texts = model.item_texts[:100]     # the table of 100 items is enough, and quick on CPU
+    model.train()                                 # as RecBole's epoch does
+    assert not model.item_llm.training            # the frozen Item LLM stays in eval mode
+    in_training = model.frozen_item_table().clone()
+    assert model.items_encoded == 100 and in_training.shape == (101, 384)
+
+    shutil.rmtree(f"{config['checkpoint_dir']}/{CACHE_SUBDIR}")   # compute it again, from scratch
+    model._frozen_table = None
+    model.eval()
+    in_eval = model.frozen_item_table()
+    assert model.items_encoded == 200                             # really encoded a second time
+    torch.testing.assert_close(in_training, in_eval, rtol=0, atol=1e-6)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM, LlamaModel
+from transformers import LlamaForCausalLM, LlamaModel, OPTConfig, OPTForCausalLM
 
 from recbole_llmsrec import Config
 from recbole_llmsrec.llm import LLMLoadError, freeze, load_llm, load_llm_from_config
@@ -61,3 +61,30 @@ def test_freeze_stops_gradients_and_dropout(tiny_llama_dir):
     model, _ = load_llm(tiny_llama_dir, dtype="float32", with_tokenizer=False)
     freeze(model)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_load_zeroes_every_dropout_so_train_mode_forwards_agree(tmp_path):
+    path = str(tmp_path / "dropout-opt")
+    torch.manual_seed(0)
+    OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, ffn_dim=32, num_hidden_layers=2,
+                             num_attention_heads=2, word_embed_proj_dim=16, max_position_embeddings=32,
+                             dropout=0.1, attention_dropout=0.1, layerdrop=0.1)).save_pretrained(path)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+
+    def two_train_mode_forwards(model):
+        model.train()            # as with gradient checkpointing: HF checkpoints train-mode modules only
+        with torch.no_grad():
+            return model(input_ids=ids).logits, model(input_ids=ids).logits
+
+    trainable, _ = load_llm(path, dtype="float32", with_tokenizer=False)
+    assert trainable.config.dropout == 0.1                        # a model that trains keeps its dropout
+    assert not torch.equal(*two_train_mode_forwards(trainable))
+
+    frozen, _ = load_llm(path, dtype="float32", with_tokenizer=False, frozen=True)
+    assert (frozen.config.dropout, frozen.config.attention_dropout, frozen.config.layerdrop) == (0, 0, 0)
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    first, second = two_train_mode_forwards(frozen)
+    assert torch.equal(first, second)
+    frozen.eval()
+    with torch.no_grad():
+        assert torch.equal(frozen(input_ids=ids).logits, first)   # the same function in either mode

@@ -237,3 +237,55 @@ def test_gradient_checkpointing_runs_the_frozen_llm_checkpointed_in_training(llm
     assert all(p.grad is None for p in model.llm.parameters())
     model.eval()
     assert not model.llm.training and not model.cf_model.training
+
+
+def test_frozen_llm_has_no_dropout_in_the_train_mode_checkpointing_needs(llmsrec_config, tiny_llm_path,
+                                                                        tmp_path):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    path = str(tmp_path / "llama-with-attention-dropout")
+    llm = LlamaForCausalLM.from_pretrained(tiny_llm_path)
+    llm.config.attention_dropout = 0.5
+    llm.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_llm_path).save_pretrained(path)
+    _, model, *_ = prepare(dict(llmsrec_config, llm_path=path, llm_gradient_checkpointing=True))
+    assert model.llm.config.attention_dropout == 0.0
+    model.train()
+    assert model.llm.training                     # HF checkpoints only modules in train mode
+    batch = user_batch([[5, 9, 2, 7], [1, 4]], model=model)
+    first = model.user_representation(batch, use_prefix_cache=False).detach()
+    second = model.user_representation(batch, use_prefix_cache=False).detach()
+    assert torch.equal(first, second)
+
+
+def test_prompt_dates_are_the_raw_dates_of_timestamps_just_before_midnight(llmsrec_config):
+    import os
+    import re
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    config, model, train_data, valid_data, test_data = prepare(dict(llmsrec_config,
+                                                                    history_max_items=30))
+    raw = pd.read_csv(os.path.join(config["data_path"], "ml-100k.inter"), sep="\t")
+    users, times = raw["user_id:token"].astype(str).to_numpy(), raw["timestamp:float"].to_numpy()
+    raw_times = {user: np.sort(times[users == user]).astype(np.int64) for user in np.unique(users)}
+    date = lambda t: time.strftime("%Y-%m-%d", time.gmtime(int(t)))
+    # ml-100k's ~8.8e8 s timestamps in float32 (spacing 64 s) round across midnight for these
+    midnight = {user for user, t in zip(users, times) if date(t) != date(np.float32(t))}
+
+    split = test_data._dataset.inter_feat
+    time_field = model.time_list_field[: -len(config["LIST_SUFFIX"])]
+    tokens = test_data._dataset.id2token(model.USER_ID, split[model.USER_ID].numpy())
+    rows = [row for row, token in enumerate(tokens) if token in midnight]
+    assert rows                                    # the ml-100k slice holds such users
+    for row in rows:
+        length = int(split[model.ITEM_SEQ_LEN][row])
+        history = raw_times[tokens[row]][-length - 1:-1]
+        assert split[model.time_list_field][row, :length].tolist() == history.tolist()   # exact
+        assert split[time_field][row].item() == raw_times[tokens[row]][-1]
+        prompts, _ = model._user_prompts(split[[row]])
+        assert re.findall(r"Time: ([0-9-]+),", prompts[0]) == [date(t) for t in history]
+    assert any(date(t) != date(np.float32(t)) for row in rows
+               for t in raw_times[tokens[row]][-int(split[model.ITEM_SEQ_LEN][row]) - 1:-1])

@@ -17,18 +17,19 @@ import scipy.sparse as sp
 import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
+from recbole.utils import FeatureType
 
 
-def _training_history(train):
-    """users x items CSR of the training split: every prefix's target plus the items before it."""
-    users = train.inter_feat[train.uid_field].numpy()
-    targets = train.inter_feat[train.iid_field].numpy()
-    item_lists = train.inter_feat[train.item_id_list_field].numpy()
+def interaction_matrix(split):
+    """users x items CSR (values 1) of a sequential split: every row's target and the items of its list."""
+    users = split.inter_feat[split.uid_field].numpy()
+    targets = split.inter_feat[split.iid_field].numpy()
+    item_lists = split.inter_feat[split.item_id_list_field].numpy()
     seen_rows, seen_cols = np.nonzero(item_lists)
     rows = np.concatenate([users, users[seen_rows]])
     cols = np.concatenate([targets, item_lists[seen_rows, seen_cols]])
     matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                           shape=(train.user_num, train.item_num))
+                           shape=(split.user_num, split.item_num))
     matrix.data[:] = 1.0
     return matrix
 
@@ -68,10 +69,22 @@ class UserSequenceDataset(SequentialDataset):
     def window_stride(self):
         return None
 
+    def _dataframe_to_interaction(self, data):
+        """RecBole's conversion, except that the time field stays float64 (RecBole makes every FLOAT
+        field float32, whose spacing near 8.8e8 s is 64 s: dates printed near midnight were a day late).
+        float64 holds second and millisecond timestamps exactly; the ``<time>_list`` field that
+        ``data_augmentation`` builds next takes the same dtype."""
+        interaction = super()._dataframe_to_interaction(data)
+        field = self.time_field
+        if (field in data and self.field2type.get(field) == FeatureType.FLOAT
+                and field not in (self.config["numerical_features"] or [])):
+            interaction[field] = torch.from_numpy(data[field].to_numpy(dtype=np.float64, copy=True))
+        return interaction
+
     def build(self):
         datasets = super().build()
         train = datasets[0]
-        train.history_matrix = _training_history(train)
+        train.history_matrix = interaction_matrix(train)
         users = train.inter_feat[train.uid_field].numpy()
         # a user's rows are contiguous and in time order: rank each by its distance from the user's last
         change = np.r_[True, users[1:] != users[:-1]]

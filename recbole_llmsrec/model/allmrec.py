@@ -34,8 +34,8 @@ from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles
 from recbole_llmsrec.layers import projection_mlp, rows_by_user
-from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm,
-                                 load_llm_from_config, mean_pooled, uses_gradient_checkpointing)
+from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm, load_llm_from_config,
+                                 mean_pooled, uses_gradient_checkpointing)
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
 
@@ -72,6 +72,9 @@ class AutoEncoder(nn.Module):
 
 class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     input_type = InputType.POINTWISE
+    # full_sort_predict is retrieve-then-rerank, not the LLM scores predict gives a candidate set:
+    # sampled evaluation must call predict (which scores each user's candidates in one prompt)
+    sampled_scores_from_full_sort = False
     # the LLM comes from llm_path; the text side is only used by stage 1 and discarded after (spec 2)
     unsaved_prefixes = ("llm.", "text_encoder.", "text_autoencoder.")
 
@@ -84,8 +87,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         self.item_autoencoder = AutoEncoder(cf_size, config["alignment_size"])
         self.text_encoder = self.text_tokenizer = self.text_autoencoder = None
 
-        self.llm, self.tokenizer = load_llm_from_config(config, kind="causal_lm")
-        freeze(self.llm)
+        # frozen: no dropout even in the train mode gradient checkpointing needs (see load_llm)
+        self.llm, self.tokenizer = load_llm_from_config(config, kind="causal_lm", frozen=True)
         self.llm_checkpointing = uses_gradient_checkpointing(self.llm)
         self.tokenizer.add_tokens([USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN], special_tokens=True)
         self.tokenizer.padding_side = "right"
@@ -119,8 +122,20 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     def train(self, mode=True):
         super().train(mode)
         self.cf_model.eval()
+        # HF checkpoints only modules in train mode; the LLM was loaded without dropout (load_llm's
+        # frozen=True), so it computes the same function in either mode
         self.llm.train(mode and self.llm_checkpointing)
         return self
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        # a RecBole --checkpoint of stage 2 restores stage_done = [True, True]: freeze its item encoder
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._freeze_finished_stages()
+        return result
+
+    def _freeze_finished_stages(self):
+        """The one place the item encoder's trainability is set: it trains in stage 1 only."""
+        self.item_autoencoder.requires_grad_(not bool(self.stage_done[1]))
 
     def load_cf_teacher(self, state_dict):
         self.cf_model.load_state_dict(state_dict)
@@ -167,9 +182,9 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
     def finish_stage1(self):
         """Freeze the item encoder and drop the text side (only the item encoder is used later)."""
-        self.item_autoencoder.requires_grad_(False)
         self.text_encoder = self.text_tokenizer = self.text_autoencoder = None
         self.stage_done[1] = True
+        self._freeze_finished_stages()
 
     def stage1_state_dict(self):
         return {"cf_model": self.cf_model.state_dict(),
@@ -178,8 +193,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     def load_stage1_state_dict(self, state):
         self.cf_model.load_state_dict(state["cf_model"])
         self.item_autoencoder.load_state_dict(state["item_autoencoder"])
-        self.item_autoencoder.requires_grad_(False)
         self.stage_done.fill_(True)
+        self._freeze_finished_stages()
 
     def stage1_scores(self, interaction):
         """The stage-1 head: ``mean_d(u * decoder(encoder(e_i)))`` for every item, ``[B, n_items]``."""
@@ -313,8 +328,9 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         return torch.tensor([scores[c] for c in candidates], device=self._device())
 
     def predict(self, interaction):
-        # sampled evaluation gives one row per (user, candidate); group the rows by user
-        first_row, user = rows_by_user(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN)
+        # sampled evaluation gives one row per (user, candidate); group the rows by user: its id first,
+        # so two users with identical sequences in one batch keep their own candidate sets
+        first_row, user = rows_by_user(interaction, self.USER_ID, self.ITEM_SEQ, self.ITEM_SEQ_LEN)
         scores = torch.empty(len(interaction), device=self._device())
         items = interaction[self.ITEM_ID]
         for index, first in enumerate(first_row.tolist()):

@@ -36,7 +36,7 @@ from torch import nn
 from recbole_llmsrec.data.item_text import build_item_texts
 from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation
-from recbole_llmsrec.llm import attention_kernels, freeze, load_llm_from_config
+from recbole_llmsrec.llm import attention_kernels, load_llm_from_config
 
 
 def info_nce_loss(user, positive, negatives, logit_scale, threshold):
@@ -59,11 +59,12 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.item_llm, self.tokenizer = load_llm_from_config(config, prefix="item_llm", kind="base")
+        # a frozen Item LLM is loaded without dropout and frozen (load_llm's frozen=True)
+        self.item_llm_frozen = bool(config["freeze_item_llm"])
+        self.item_llm, self.tokenizer = load_llm_from_config(config, prefix="item_llm", kind="base",
+                                                             frozen=self.item_llm_frozen)
         self.user_llm, _ = load_llm_from_config(config, prefix="user_llm", kind="base",
                                                 with_tokenizer=False)
-        if config["freeze_item_llm"]:
-            freeze(self.item_llm)
         item_size = self.item_llm.get_input_embeddings().embedding_dim
         user_size = self.user_llm.get_input_embeddings().embedding_dim
         self.adapter = nn.Identity() if item_size == user_size else nn.Linear(item_size, user_size)
@@ -90,6 +91,14 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         enabled = device.type == "cuda" and self.autocast_dtype is not None
         dtype = getattr(torch, self.autocast_dtype or "bfloat16")
         return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+    def train(self, mode=True):
+        super().train(mode)
+        # RecBole's epoch calls model.train(): a frozen Item LLM stays in eval mode whatever the model's
+        # mode, so the item table it builds and caches is never dropout-noised
+        if self.item_llm_frozen:
+            self.item_llm.eval()
+        return self
 
     # ----- Item LLM ---------------------------------------------------------------------------
     def length_batches(self, items):

@@ -38,7 +38,7 @@ from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation, projection_mlp, rows_by_user
-from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, freeze, load_llm_from_config,
+from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm_from_config,
                                  uses_gradient_checkpointing)
 
 HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN = "[HistoryEmb]", "[UserOut]", "[ItemOut]"
@@ -67,8 +67,8 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         self.cf_model, loaded = build_teacher(config, dataset)
         self.register_buffer("cf_teacher_ready", torch.tensor(loaded))
 
-        self.llm, self.tokenizer = load_llm_from_config(config, kind="base")
-        freeze(self.llm)
+        # frozen: no dropout even in the train mode gradient checkpointing needs (see load_llm)
+        self.llm, self.tokenizer = load_llm_from_config(config, kind="base", frozen=True)
         self.llm_checkpointing = uses_gradient_checkpointing(self.llm)
         self.tokenizer.add_tokens([HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN], special_tokens=True)
         self.tokenizer.padding_side = "right"
@@ -137,8 +137,9 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
     def train(self, mode=True):
         super().train(mode)
         # Frozen parts run in eval mode (no dropout), except that HF applies gradient checkpointing only
-        # to a module in train mode: with llm_gradient_checkpointing the LLM follows the model's mode,
-        # as in the original (Llama's dropout is 0).
+        # to a module in train mode: with llm_gradient_checkpointing the LLM follows the model's mode.
+        # It was loaded with every dropout probability at 0 (load_llm's frozen=True), so it computes
+        # the same function in either mode, as the original's LLM in eval().
         self.llm.train(mode and self.llm_checkpointing)
         self.cf_model.eval()
         return self
