@@ -16,7 +16,6 @@ import random
 import re
 import sys
 
-import torch
 from recbole.data import data_preparation
 from recbole.utils import init_seed
 

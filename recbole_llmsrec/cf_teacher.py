@@ -11,16 +11,17 @@ dataset, or pre-trained here through RecBole's ``Trainer`` and saved like any Re
 The teacher is always frozen and in eval mode: the originals left its dropout on while distilling.
 """
 
-import copy
 from logging import getLogger
 
-from recbole.data import create_dataset, data_preparation
+from recbole.data import create_dataset
 from recbole.model.sequential_recommender.sasrec import SASRec
-from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_llmsrec.compat import load_checkpoint
+from recbole_llmsrec.config import derived_config
+from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.llm import freeze
+from recbole_llmsrec.utils import get_trainer
 
 # Dataset settings that must match between the teacher's run and this run (item ids must be the same).
 MATCHING_DATASET_KEYS = ("dataset", "user_inter_num_interval", "item_inter_num_interval",
@@ -29,11 +30,8 @@ MATCHING_DATASET_KEYS = ("dataset", "user_inter_num_interval", "item_inter_num_i
 
 
 def teacher_config(config):
-    """The run's config with the model switched to SASRec and ``cf_config`` applied over it."""
-    cf_config = copy.deepcopy(config)
-    cf_config.model, cf_config.model_class = "SASRec", SASRec
-    cf_config.final_config_dict["model"] = "SASRec"
-    cf_config.final_config_dict.update(config["cf_config"] or {})
+    """The run's config for SASRec with ``cf_config`` applied over it (``config.derived_config``)."""
+    cf_config = derived_config(config, "SASRec", config["cf_config"] or {})
     if cf_config["loss_type"] != "CE":
         raise ValueError("cf_config.loss_type must be CE: the teacher reuses the run's training data, "
                          "which has no sampled negatives (train_neg_sample_args: ~).")
@@ -85,14 +83,15 @@ def pretrain_teacher(config, show_progress=False):
     """Pre-train SASRec through RecBole's Trainer on the run's data; returns the best checkpoint's path.
 
     The teacher gets RecBole's standard SequentialDataset (every prefix a training sample) for the same
-    leave-one-out split, so it sees only training interactions.
+    leave-one-out split, so it sees only training interactions; it is validated under the run's
+    evaluation protocol (``cf_config`` may override it) by the trainer any SASRec run gets.
     """
     logger = getLogger()
     cf_config = teacher_config(config)
     logger.info(set_color("Pre-training the SASRec teacher", "green") + f": {config['cf_config']}")
     train_data, valid_data, test_data = data_preparation(cf_config, create_dataset(cf_config))
     teacher = SASRec(cf_config, train_data._dataset).to(cf_config["device"])
-    trainer = Trainer(cf_config, teacher)
+    trainer = get_trainer(cf_config["MODEL_TYPE"], "SASRec")(cf_config, teacher)
     trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=show_progress)
     logger.info(set_color("SASRec teacher test result", "yellow") + f": {test_result}")

@@ -42,6 +42,7 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        self.plugin_config_dict = {}  # what the plugin's YAMLs set, for configs derived from this one
         if not is_plugin_model(model_class):
             return  # RecBole's own models get exactly RecBole's configuration
         for path in (
@@ -50,4 +51,35 @@ class Config(RecBoleConfig):
             os.path.join(self.properties_dir, "dataset", f"{dataset}.yaml"),
         ):
             if os.path.isfile(path):
-                self._update_internal_config_dict(path)
+                self.plugin_config_dict.update(self._update_internal_config_dict(path) or {})
+
+
+def derived_config(parent, model, overrides):
+    """A ``Config`` for ``model`` on the same run as ``parent`` (e.g. the SASRec teacher of an LLMSRec run).
+
+    Layers, lowest first: RecBole's defaults for ``model``, the plugin YAML values of ``parent``, the
+    parent's config files, dict and command line as they were parsed, then ``overrides``. It is built
+    and processed by RecBole like any config, so an override of ``eval_args``, ``metrics`` or ``topk``
+    is completed and checked as RecBole does (copying a finished config and updating keys skipped that
+    and crashed on ``eval_args``). ``sys.argv`` is not read again.
+    """
+
+    class _Derived(Config):
+        def _load_config_files(self, file_list):
+            return dict(parent.file_config_dict)
+
+        def _load_variable_config_dict(self, config_dict):
+            return dict(parent.variable_config_dict)
+
+        def _load_cmd_line(self):
+            return {**parent.cmd_config_dict, **overrides}
+
+        def _load_internal_config_dict(self, model, model_class, dataset):
+            super()._load_internal_config_dict(model, model_class, dataset)
+            # a config pickled before plugin_config_dict existed: its internal layer holds those values
+            plugin = getattr(parent, "plugin_config_dict", None)
+            self.internal_config_dict.update(parent.internal_config_dict if plugin is None else plugin)
+
+    config = _Derived(model=model, dataset=parent["dataset"])
+    config.__class__ = Config  # a plain Config: it is pickled into the checkpoint
+    return config

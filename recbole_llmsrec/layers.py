@@ -45,12 +45,17 @@ class ItemMatrixPerEvaluation:
 
 def rows_by_user(interaction, *fields):
     """Group the rows of a sampled-evaluation batch (one row per user and candidate) by user, a user
-    being the distinct values of ``fields`` (its sequence, its length, ...; ``None`` entries skipped).
+    being the distinct values of ``fields`` (its id, its sequence, its length, ...; ``None`` entries
+    skipped). Give the user id: two users may have identical sequences.
 
     Returns ``(first_row, group)``: each user's first row index and each row's user index.
     """
     key = torch.cat([interaction[f].long().view(len(interaction), -1) for f in fields if f], dim=1)
-    distinct, group = torch.unique(key, dim=0, return_inverse=True)
-    first_row = torch.full((len(distinct),), len(key), dtype=torch.long, device=key.device)
-    first_row.scatter_reduce_(0, group, torch.arange(len(key), device=key.device), reduce="amin")
-    return first_row, group
+    _, group = torch.unique(key, dim=0, return_inverse=True)
+    return first_rows(group), group
+
+
+def first_rows(group):
+    """The index of each group's first row, given each row's group index (0 .. G-1, all present)."""
+    first = torch.full((int(group.max()) + 1,), len(group), dtype=torch.long, device=group.device)
+    return first.scatter_reduce_(0, group, torch.arange(len(group), device=group.device), reduce="amin")

@@ -2,7 +2,9 @@
 
 For RecBole's own models this runs exactly the steps of RecBole 1.2.1's ``run_recbole`` in the same
 order (seeding, dataset, split, model, FLOPs count, fit, evaluate), so the metrics are identical to
-RecBole's for the same config and seed. For this plugin's models the thop FLOPs count is skipped: it
+RecBole's for the same config and seed; the split goes through ``evaluation.data_preparation`` and the
+trainer through ``get_trainer``, which add the plugin's evaluation protocol options (off by default)
+and score sampled modes once per user (same metrics as RecBole's per-row path). For this plugin's models the thop FLOPs count is skipped: it
 would push a sample through a multi-billion-parameter LLM only to log a number thop cannot count.
 Single process only (RecBole's ``nproc``/``world_size`` multi-GPU launch is not wrapped).
 """
@@ -11,12 +13,12 @@ import argparse
 import sys
 from logging import getLogger
 
-from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
 

@@ -1,14 +1,127 @@
-"""Trainers of this plugin's models. ``get_trainer`` looks here for ``<Model>Trainer`` first."""
+"""Trainers of this plugin's models. ``get_trainer`` looks here for ``<Model>Trainer`` first.
 
+Every trainer the plugin hands out, RecBole's included (``extend_trainer``), evaluates sampled modes
+once per user (``evaluation.PerUserSampledEvaluation``) and offers LLM-SRec's optimisation schedule
+(``ValidationSchedule``); with the schedule keys unset it trains exactly as RecBole's.
+"""
+
+import functools
 import os
 
 import torch
-from recbole.trainer import Trainer
+from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_local_time, set_color
 from tqdm import tqdm
 
 from recbole_llmsrec.cf_teacher import check_same_data, pretrain_teacher
 from recbole_llmsrec.compat import load_checkpoint
+from recbole_llmsrec.evaluation import PerUserSampledEvaluation
+
+
+def adam_betas(config):
+    """``adam_betas`` as keyword arguments for torch's Adam/AdamW (none: torch's defaults)."""
+    betas = config["adam_betas"]
+    return {"betas": tuple(float(b) for b in betas)} if betas else {}
+
+
+class EpochInParts:
+    """A training loader seen as ``parts`` consecutive parts per pass over the data.
+
+    Each iteration yields the next part of the current (shuffled) pass, so RecBole's loop, which
+    validates after each of its "epochs", validates ``parts`` times per real epoch, and every training
+    sample is still seen once per real epoch. Other attributes are the loader's.
+    """
+
+    def __init__(self, loader, parts, start_part=0):
+        self.loader, self.parts = loader, max(1, min(parts, len(loader)))
+        self._part, self._iterator = start_part % self.parts, None
+
+    def _size(self, part):
+        batches = len(self.loader)
+        return batches // self.parts + (part < batches % self.parts)
+
+    def __len__(self):
+        return self._size(self._part)
+
+    def __iter__(self):
+        if self._iterator is None or self._part == 0:
+            self._iterator = iter(self.loader)
+            for _ in range(sum(self._size(p) for p in range(self._part))):  # resumed mid-epoch
+                next(self._iterator)
+        for _ in range(self._size(self._part)):
+            yield next(self._iterator)
+        self._part = (self._part + 1) % self.parts
+
+    def __getattr__(self, name):
+        if name == "loader":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class ValidationSchedule:
+    """Trainer mixin for LLM-SRec's optimisation schedule (spec ``llmsrec.md`` 6), any model:
+
+    - ``validations_per_epoch`` (k): validate k times per epoch. RecBole's loop validates once per
+      epoch, so it is given each epoch in k parts (``EpochInParts``): its "epoch" counter, ``eval_step``
+      and ``stopping_step`` then count validations, the patience the original counts. Log lines say
+      "epoch e" for part e, i.e. real epoch e // k. The original validated every ``num_batch // 10``
+      steps plus at the epoch's end (about 11 times); k = 10 splits the epoch into 10 equal parts.
+    - ``lr_decay_per_validation`` (gamma): after the i-th validation the learning rate is
+      ``learning_rate * gamma ** i`` (the original's ``LambdaLR(0.95 ** k)`` stepped per validation).
+    - ``adam_betas``: Adam's betas (RecBole's ``_build_optimizer`` has no such argument).
+    """
+
+    def _build_optimizer(self, **kwargs):
+        optimizer = super()._build_optimizer(**kwargs)
+        betas = adam_betas(self.config)
+        if betas:
+            if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+                raise ValueError(f"adam_betas is set but learner={self.config['learner']!r} is not "
+                                 "adam or adamw.")
+            for group in optimizer.param_groups:
+                group.update(betas)
+        return optimizer
+
+    def _decay_learning_rate(self, validations):
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * self.config["lr_decay_per_validation"] ** validations
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        parts = self.config["validations_per_epoch"] or 1
+        if parts < 1:
+            raise ValueError(f"validations_per_epoch must be >= 1, got {parts}.")
+        if parts > 1:
+            train_data = EpochInParts(train_data, parts, start_part=self.start_epoch)
+            self.epochs = self.config["epochs"] * train_data.parts
+            self.eval_step = min(self.config["eval_step"], self.epochs)
+            self.logger.info(f"Validating {train_data.parts} times per epoch: each RecBole epoch "
+                             f"below is 1/{train_data.parts} of an epoch.")
+        if self.config["lr_decay_per_validation"] not in (None, 1, 1.0) and self.eval_step > 0:
+            validations = self.start_epoch // self.eval_step
+            self._decay_learning_rate(validations)
+            then = callback_fn
+
+            def callback_fn(epoch_idx, valid_score):
+                self._decay_learning_rate((epoch_idx + 1) // self.eval_step)
+                if then:
+                    then(epoch_idx, valid_score)
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                           show_progress=show_progress, callback_fn=callback_fn)
+
+
+@functools.cache
+def extend_trainer(trainer_class):
+    """``trainer_class`` with the plugin's evaluation and schedule mixins (RecBole's trainers that do
+    not derive from its ``Trainer``, e.g. the decision-tree ones, are returned unchanged)."""
+    if not issubclass(trainer_class, RecBoleTrainer) or issubclass(trainer_class, ValidationSchedule):
+        return trainer_class
+    return type(trainer_class.__name__, (PerUserSampledEvaluation, ValidationSchedule, trainer_class),
+                {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__})
+
+
+Trainer = extend_trainer(RecBoleTrainer)
 
 
 class CFTeacherTrainer(Trainer):
@@ -61,7 +174,8 @@ class ALLMRecTrainer(CFTeacherTrainer):
         """Stage 1 over every training user once per epoch, shuffled (seeded), one step per batch."""
         model, config = self.model, self.config
         model.prepare_stage1()
-        optimizer = torch.optim.Adam(model.stage1_parameters(), lr=config["stage1_learning_rate"])
+        optimizer = torch.optim.Adam(model.stage1_parameters(), lr=config["stage1_learning_rate"],
+                                     **adam_betas(config))
         rows = dataset.inter_feat
         generator = torch.Generator().manual_seed(config["seed"])
         for epoch in range(config["stage1_epochs"]):

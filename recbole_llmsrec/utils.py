@@ -31,7 +31,10 @@ def is_plugin_model(model_class):
 
 
 def get_trainer(model_type, model_name):
-    """Return ``<model_name>Trainer`` from this plugin if it has one, else RecBole's choice."""
+    """Return ``<model_name>Trainer`` from this plugin if it has one, else RecBole's choice extended
+    with the plugin's evaluation protocol and schedule options (``trainer.extend_trainer``)."""
     plugin_trainers = importlib.import_module(PLUGIN_TRAINER_MODULE)
     trainer = getattr(plugin_trainers, f"{model_name}Trainer", None)
-    return trainer if trainer is not None else recbole_get_trainer(model_type, model_name)
+    if trainer is None:
+        trainer = plugin_trainers.extend_trainer(recbole_get_trainer(model_type, model_name))
+    return trainer

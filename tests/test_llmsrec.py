@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from recbole.data import data_preparation
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed

@@ -3,36 +3,57 @@
 import pathlib
 
 import pytest
+import yaml
 
 from recbole_llmsrec import Config
 
 PROPERTIES = pathlib.Path(__file__).resolve().parent.parent / "properties"
+PROTOCOLS = {"protocol/llmsrec.yaml": "uni99", "protocol/allmrec.yaml": "uni19",
+             "protocol/hllm.yaml": "full"}
+# model settings -> (model, dataset, the protocol profile its commands pair it with)
 PROFILES = {
-    "ml-100k-offline.yaml": ("SASRec", "ml-100k"),
-    "llmsrec-ml-100k-offline.yaml": ("LLMSRec", "ml-100k"),
-    "allmrec-ml-100k-offline.yaml": ("ALLMRec", "ml-100k"),
-    "hllm-ml-100k-offline.yaml": ("HLLM", "ml-100k"),
-    "amazon/hllm-books.yaml": ("HLLM", "Books"),
-    "amazon/llmsrec.yaml": ("LLMSRec", "Industrial_and_Scientific"),
-    "amazon/allmrec-movies.yaml": ("ALLMRec", "Movies_and_TV"),
-    "amazon/allmrec-games.yaml": ("ALLMRec", "Video_Games"),
-    "amazon/allmrec-toys.yaml": ("ALLMRec", "Toys_and_Games"),
+    "llmsrec-ml-100k-offline.yaml": ("LLMSRec", "ml-100k", "protocol/llmsrec.yaml"),
+    "allmrec-ml-100k-offline.yaml": ("ALLMRec", "ml-100k", "protocol/allmrec.yaml"),
+    "hllm-ml-100k-offline.yaml": ("HLLM", "ml-100k", "protocol/hllm.yaml"),
+    "amazon/hllm-books.yaml": ("HLLM", "Books", "protocol/hllm.yaml"),
+    "amazon/llmsrec.yaml": ("LLMSRec", "Industrial_and_Scientific", "protocol/llmsrec.yaml"),
+    "amazon/allmrec-movies.yaml": ("ALLMRec", "Movies_and_TV", "protocol/allmrec.yaml"),
+    "amazon/allmrec-games.yaml": ("ALLMRec", "Video_Games", "protocol/allmrec.yaml"),
+    "amazon/allmrec-toys.yaml": ("ALLMRec", "Toys_and_Games", "protocol/allmrec.yaml"),
 }
+PROTOCOL_KEYS = {"eval_args", "metrics", "topk", "valid_metric", "eval_mask_history",
+                 "eval_neg_exclude_history"}
 
 
 def test_every_profile_is_listed():
-    found = {str(p.relative_to(PROPERTIES)) for p in PROPERTIES.rglob("*.yaml")} - {"full-sort.yaml"}
-    assert found == set(PROFILES)
+    found = {str(p.relative_to(PROPERTIES)) for p in PROPERTIES.rglob("*.yaml")}
+    assert found == set(PROFILES) | set(PROTOCOLS) | {"full-sort.yaml", "ml-100k-offline.yaml"}
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_profile_loads_for_its_model(profile):
-    model, dataset = PROFILES[profile]
+def test_model_profiles_leave_the_protocol_to_the_protocol_profiles(profile):
+    model, dataset, protocol = PROFILES[profile]
+    assert not PROTOCOL_KEYS & set(yaml.safe_load((PROPERTIES / profile).read_text()))
+    assert protocol in (PROPERTIES / profile).read_text()    # its command names its protocol
     config = Config(model=model, dataset=dataset,
-                    config_file_list=[str(PROPERTIES / profile), str(PROPERTIES / "full-sort.yaml")])
+                    config_file_list=[str(PROPERTIES / protocol), str(PROPERTIES / profile)])
+    assert config["eval_args"]["mode"]["test"] == PROTOCOLS[protocol]
+    config = Config(model=model, dataset=dataset, config_file_list=[
+        str(PROPERTIES / protocol), str(PROPERTIES / profile), str(PROPERTIES / "full-sort.yaml")])
     assert config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
     if model == "ALLMRec":
         assert "{history}" in config["prompt_template"] and "{candidates}" in config["prompt_template"]
     if profile.startswith("amazon/"):
         assert "title" in config["load_col"]["item"] and config["item_title_field"] == "title"
         assert set(config["item_text_fields"] or []) <= set(config["load_col"]["item"])
+
+
+@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec", "LLMSRec", "ALLMRec", "HLLM"])
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_protocol_profiles_give_every_model_the_same_protocol(protocol, model):
+    config = Config(model=model, dataset="ml-100k", config_file_list=[str(PROPERTIES / protocol)])
+    spec = yaml.safe_load((PROPERTIES / protocol).read_text())
+    assert config["eval_args"]["mode"]["test"] == PROTOCOLS[protocol]
+    for key in PROTOCOL_KEYS - {"eval_args"}:
+        assert config[key] == (spec.get(key, False) if key.startswith("eval_") else spec[key]) \
+            or (config[key] is None and not spec.get(key))

@@ -1,0 +1,212 @@
+"""The evaluation protocol, written once for every model run through the plugin, RecBole's and ours.
+
+RecBole 1.2.1 evaluates sequential models differently from the papers in three ways, each fixed here,
+at the data loaders and the trainer, never inside a model:
+
+- ``eval_mask_history`` (default ``False``, RecBole's behaviour). RecBole's sequential
+  ``FullSortEvalDataLoader`` passes ``history_index=None``, so full-sort evaluation never masks what the
+  user has already interacted with (general models are always masked). When ``True`` every item the user
+  interacted with before the target (the whole training history, not only the last
+  ``MAX_ITEM_LIST_LENGTH`` items, and at test time the validation item too) scores ``-inf``: HLLM's
+  paper protocol. The target itself is never masked, even when it repeats an earlier item (RecBole's
+  convention for general models; the HLLM original masked it, turning every repeat into a miss).
+- ``eval_neg_exclude_history`` (default ``False``). RecBole's repeatable sampler excludes only the
+  target from the ``uniN``/``popN`` negatives of a sequential model and may repeat an item. When
+  ``True`` the N negatives are distinct and drawn outside everything the user interacted with (train,
+  valid and test), as both LLM papers do. Each user's negatives come from a generator seeded with
+  (``seed``, phase, user), so the candidate set of a user is the same at every validation, in every
+  process and for every model (the originals re-drew unseeded negatives each time).
+- Sampled evaluation scores each user once (``PerUserSampledEvaluation``, a trainer mixin). RecBole's
+  trainer calls ``predict`` on one row per (user, candidate), a full sequence forward each: 101
+  forwards per user in ``uni100``. A model with ``full_sort_predict`` is run once per user and the
+  candidates' scores are read from that row; the metrics are RecBole's (``benchmarks/sampled_eval.py``).
+
+Sampled modes check their size up front: N negatives must fit among the items the user can get as
+negatives, else a ``ValueError`` says so (RecBole would silently pad the list with duplicates).
+"""
+
+from logging import getLogger
+
+import numpy as np
+import torch
+from recbole.data import data_preparation as recbole_data_preparation
+from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader
+from recbole.utils import EvaluatorType, ModelType
+
+from recbole_llmsrec.data.dataset import interaction_matrix
+from recbole_llmsrec.layers import first_rows
+
+PHASES = ("valid", "test")
+
+
+def _binary(matrix):
+    matrix = matrix.tocsr()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def _training_items(train):
+    """users x items CSR of every training interaction (targets and item lists of the rows); a training
+    split this plugin trimmed (one row or window per user) kept them all in ``history_matrix``."""
+    history = getattr(train, "history_matrix", None)
+    return interaction_matrix(train) if history is None else history
+
+
+class ProtocolHistories:
+    """Per-user item sets of a leave-one-out split, as users x items CSR matrices.
+
+    ``before[phase]``: the items of every earlier split (valid: train; test: train + valid), to which
+    each row's own item list is added when masking. ``interacted``: everything in any split.
+    """
+
+    def __init__(self, train, valid, test):
+        train_items = _training_items(train)
+        valid_items = interaction_matrix(valid)
+        self.before = {"valid": train_items, "test": _binary(train_items + valid_items)}
+        self.interacted = _binary(train_items + valid_items + interaction_matrix(test))
+
+
+class HistoryMaskedFullSortEvalDataLoader(FullSortEvalDataLoader):
+    """RecBole's sequential full-sort loader that also returns ``history_index``: every item of the
+    user before the target (earlier splits and the row's own item list), minus the target. RecBole's
+    ``Trainer._full_sort_batch_eval`` already sets those scores to ``-inf``."""
+
+    def __init__(self, config, dataset, sampler, before, shuffle=False):
+        self.before = before
+        self.item_list_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+
+    def collate_fn(self, index):
+        interaction, _, positive_u, positive_i = super().collate_fn(index)
+        earlier = self.before[interaction[self.uid_field].numpy()].tocoo()
+        item_lists = interaction[self.item_list_field]
+        list_rows, list_cols = torch.nonzero(item_lists, as_tuple=True)
+        rows = torch.cat([torch.from_numpy(earlier.row).long(), list_rows])
+        items = torch.cat([torch.from_numpy(earlier.col).long(), item_lists[list_rows, list_cols]])
+        keep = items != interaction[self.iid_field][rows]
+        return interaction, (rows[keep], items[keep]), positive_u, positive_i
+
+
+class HistoryExcludingSampler:
+    """Negatives for one evaluation phase, distinct and outside everything each user interacted with.
+
+    Implements what RecBole's ``NegSampleEvalDataLoader`` asks of a sampler (``phase``,
+    ``sample_by_user_ids``). ``weights`` (one per item id, 0 for padding) is uniform for ``uniN``; for
+    ``popN`` it is the number of users who interacted with the item. Draws are rejection-sampled, so a
+    user costs O(N), not O(catalogue), except when N is close to what the user has left.
+    """
+
+    def __init__(self, phase, interacted, weights, seed):
+        self.phase, self.interacted, self.seed = phase, interacted, seed
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.cumulative = np.cumsum(self.weights / self.weights.sum())
+
+    def _draw(self, user, occurrence, num):
+        rng = np.random.default_rng([self.seed, PHASES.index(self.phase), int(user), occurrence])
+        seen = self.interacted.indices[self.interacted.indptr[user]:self.interacted.indptr[user + 1]]
+        allowed = np.flatnonzero(self.weights > 0)
+        if 2 * num > len(allowed) - len(seen):  # dense case: choose from the complement directly
+            allowed = np.setdiff1d(allowed, seen)
+            weights = self.weights[allowed]
+            return rng.choice(allowed, size=num, replace=False, p=weights / weights.sum())
+        chosen = np.empty(0, dtype=np.int64)
+        while len(chosen) < num:
+            draw = np.searchsorted(self.cumulative, rng.random(2 * (num - len(chosen)) + 8), side="right")
+            chosen = np.concatenate([chosen, draw[~np.isin(draw, seen)]])
+            _, first = np.unique(chosen, return_index=True)
+            chosen = chosen[np.sort(first)]
+        return chosen[:num]
+
+    def sample_by_user_ids(self, user_ids, item_ids, num):
+        """``num`` negatives per row, laid out as RecBole's samplers do: the k-th negative of row i at
+        ``k * len(user_ids) + i``."""
+        occurrence, columns = {}, []
+        for user in np.asarray(user_ids).tolist():
+            occurrence[user] = occurrence.get(user, -1) + 1
+            columns.append(self._draw(user, occurrence[user], num))
+        return torch.from_numpy(np.stack(columns, axis=1).reshape(-1)).long()
+
+
+def _negative_weights(config, phase, histories, item_num):
+    weights = np.ones(item_num)
+    if config[f"{phase}_neg_sample_args"]["distribution"] == "popularity":
+        weights = np.asarray(histories.interacted.sum(axis=0)).ravel()
+    weights[0] = 0.0
+    return weights
+
+
+def _sample_size(config, phase):
+    args = config[f"{phase}_neg_sample_args"]
+    if args["distribution"] == "none" or args["sample_num"] == "none":
+        return None
+    return int(args["sample_num"])
+
+
+def _check_sample_size(config, phase, split, available, reason):
+    num = _sample_size(config, phase)
+    if num is not None and num > available:
+        mode = config["eval_args"]["mode"][phase]
+        raise ValueError(
+            f"eval_args.mode {mode!r} ({phase}) asks for {num} negatives per user, but dataset "
+            f"{config['dataset']} has only {available} {reason}. Use fewer negatives, or "
+            "mode: full (with eval_mask_history: True to leave the history out of the ranking).")
+
+
+def data_preparation(config, dataset):
+    """RecBole's ``data_preparation`` with the plugin's evaluation protocol applied to the valid and test
+    loaders of sequential models (``eval_mask_history``, ``eval_neg_exclude_history``, sample sizes
+    checked). General models already get RecBole's masking and history-aware negatives."""
+    train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return train_data, valid_data, test_data
+
+    mask, exclude = bool(config["eval_mask_history"]), bool(config["eval_neg_exclude_history"])
+    splits = [loader._dataset for loader in (train_data, valid_data, test_data)]
+    histories = ProtocolHistories(*splits) if mask or exclude else None
+    loaders = {"valid": valid_data, "test": test_data}
+    for phase, loader in loaders.items():
+        split = loader._dataset
+        if isinstance(loader, FullSortEvalDataLoader):
+            if mask:
+                loaders[phase] = HistoryMaskedFullSortEvalDataLoader(
+                    config, split, loader._sampler, histories.before[phase])
+        elif not exclude:  # RecBole's sampler: anything but padding and the target
+            _check_sample_size(config, phase, split, split.item_num - 2, "items besides the target")
+        elif _sample_size(config, phase) is not None:
+            weights = _negative_weights(config, phase, histories, split.item_num)
+            users = split.inter_feat[split.uid_field].numpy()
+            most_seen = int(np.diff(histories.interacted.indptr)[users].max(initial=0))
+            _check_sample_size(config, phase, split, int((weights > 0).sum()) - most_seen,
+                               "items outside the history of its most active user "
+                               "(eval_neg_exclude_history: True)")
+            sampler = HistoryExcludingSampler(phase, histories.interacted, weights, config["seed"])
+            loaders[phase] = NegSampleEvalDataLoader(config, split, sampler, shuffle=False)
+    if mask or exclude:
+        getLogger().info(f"Evaluation protocol: eval_mask_history={mask}, "
+                         f"eval_neg_exclude_history={exclude}")
+    return train_data, loaders["valid"], loaders["test"]
+
+
+class PerUserSampledEvaluation:
+    """Trainer mixin: sampled evaluation (``uniN``/``popN``) runs ``full_sort_predict`` once per user and
+    reads the candidates' scores from its row, instead of RecBole's ``predict`` on one row per
+    (user, candidate). A model whose ``full_sort_predict`` does not score like ``predict`` sets
+    ``sampled_scores_from_full_sort = False`` and keeps RecBole's path (ALLMRec, which ranks each
+    user's candidates together in ``predict``); so does a model without ``full_sort_predict``."""
+
+    def _neg_sample_batch_eval(self, batched_data):
+        interaction, row_idx, positive_u, positive_i = batched_data
+        if (self.config["eval_type"] != EvaluatorType.RANKING
+                or not getattr(self.model, "sampled_scores_from_full_sort", True)):
+            return super()._neg_sample_batch_eval(batched_data)
+        first_row = first_rows(row_idx)  # RecBole's row_idx: each row's user, 0 .. users - 1
+        try:
+            user_scores = self.model.full_sort_predict(interaction[first_row].to(self.device))
+        except NotImplementedError:
+            self.model.sampled_scores_from_full_sort = False
+            return super()._neg_sample_batch_eval(batched_data)
+        user_scores = user_scores.view(len(first_row), -1)
+        rows, items = row_idx.to(self.device), interaction[self.config["ITEM_ID_FIELD"]].to(self.device)
+        scores = torch.full_like(user_scores, -np.inf)
+        scores[rows, items] = user_scores[rows, items]
+        return interaction, scores, positive_u, positive_i

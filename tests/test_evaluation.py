@@ -1,0 +1,247 @@
+"""The evaluation protocol at the evaluation layer: history masking, history-excluding negatives,
+per-user sampled scoring, checked on RecBole's models and on the plugin's."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import init_seed
+
+from recbole_llmsrec import Config, get_model, get_trainer
+from recbole_llmsrec.config import PROPERTIES_DIR
+from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.evaluation import data_preparation
+from recbole_llmsrec.quick_start import main
+from recbole_llmsrec.tiny_llm import build_tiny_llm
+
+PROTOCOL_KEYS = {"eval_args", "metrics", "topk", "valid_metric", "eval_mask_history",
+                 "eval_neg_exclude_history"}
+PROFILES = pathlib.Path(__file__).resolve().parent.parent / "properties"
+
+
+def split_mode(mode):
+    return {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode}
+
+
+def prepare(model_name, config_dict):
+    config = Config(model=model_name, dataset="ml-100k", config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = get_model(model_name)(config, train_data._dataset)
+    return config, dataset, model, train_data, valid_data, test_data
+
+
+def all_items_by_user(dataset):
+    """Every item of every user in the whole (built) dataset: row targets and item lists."""
+    feat = dataset.inter_feat
+    items = {}
+    for user, target, item_list in zip(feat[dataset.uid_field].tolist(), feat[dataset.iid_field].tolist(),
+                                       feat[dataset.item_id_list_field].tolist()):
+        items.setdefault(user, set()).update([target, *item_list])
+    for seen in items.values():
+        seen.discard(0)
+    return items
+
+
+def evaluate(trainer, config, data):
+    init_seed(config["seed"], config["reproducibility"])  # RecBole's own sampler uses np.random
+    return trainer.evaluate(data, load_best_model=False)
+
+
+@pytest.fixture
+def trained_sasrec(small_sasrec_config):
+    """SASRec trained for 2 epochs, and a function that rebuilds the split with other settings."""
+    def build(**settings):
+        return prepare("SASRec", dict(small_sasrec_config, **settings))
+
+    config, dataset, model, train_data, valid_data, test_data = build()
+    get_trainer(config["MODEL_TYPE"], "SASRec")(config, model).fit(train_data, saved=False)
+    return model, build
+
+
+def test_masked_full_sort_never_ranks_a_history_item_and_recall_does_not_drop(trained_sasrec):
+    model, build = trained_sasrec
+    results, history_in_top10 = {}, {}
+    for mask in (False, True):
+        config, dataset, _, _, _, test_data = build(eval_mask_history=mask, topk=[10],
+                                                     metrics=["Recall"])
+        seen = all_items_by_user(dataset)
+        trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, model)
+        results[mask] = trainer.evaluate(test_data, load_best_model=False)["recall@10"]
+        found = 0
+        with torch.no_grad():
+            for batch in test_data:
+                interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)
+                top = scores.topk(10, dim=1).indices.tolist()
+                for user, target, items in zip(interaction["user_id"].tolist(),
+                                               interaction["item_id"].tolist(), top):
+                    found += len(set(items) & (seen[user] - {target}))
+        history_in_top10[mask] = found
+    assert history_in_top10[False] > 0     # RecBole's sequential full sort leaves the history in
+    assert history_in_top10[True] == 0
+    assert results[True] >= results[False]
+
+
+def test_masked_history_is_the_whole_history_and_the_validation_item_at_test_time(trained_sasrec):
+    _, build = trained_sasrec
+    config, dataset, _, _, valid_data, test_data = build(eval_mask_history=True,
+                                                         MAX_ITEM_LIST_LENGTH=3)
+    seen = all_items_by_user(dataset)
+    targets = {phase: dict(zip(loader._dataset.inter_feat["user_id"].tolist(),
+                               loader._dataset.inter_feat["item_id"].tolist()))
+               for phase, loader in (("valid", valid_data), ("test", test_data))}
+    for phase, loader in (("valid", valid_data), ("test", test_data)):
+        interaction, (rows, items), _, _ = loader.collate_fn(np.arange(20))
+        for row, user in enumerate(interaction["user_id"].tolist()):
+            masked = set(items[rows == row].tolist())
+            later = {targets["test"][user]} | ({targets["valid"][user]} if phase == "valid" else set())
+            assert masked == seen[user] - later      # ml-100k has no repeats: all earlier items
+            assert len(masked) > 3                   # more than the 3 items the sequence shows
+            assert (targets["valid"][user] in masked) == (phase == "test")
+
+
+def test_history_excluding_negatives_are_distinct_seeded_and_outside_the_history(small_sasrec_config):
+    settings = dict(small_sasrec_config, eval_args=split_mode("uni99"))
+    *_, default_test = prepare("SASRec", settings)
+    config, dataset, _, _, valid_data, test_data = prepare(
+        "SASRec", dict(settings, eval_neg_exclude_history=True))
+    seen = all_items_by_user(dataset)
+
+    def negatives(loader):
+        by_user = {}
+        for interaction, *_ in loader:
+            for user, item, label in zip(interaction["user_id"].tolist(), interaction["item_id"].tolist(),
+                                         interaction["label"].tolist()):
+                if label == 0:
+                    by_user.setdefault(user, []).append(item)
+        return by_user
+
+    default = negatives(default_test)   # RecBole's sampler: the history is fair game
+    assert any(set(items) & seen[user] for user, items in default.items())
+    for loader in (valid_data, test_data):
+        drawn = negatives(loader)
+        assert len(drawn) == len(loader._dataset)
+        for user, items in drawn.items():
+            assert len(items) == 99 and len(set(items)) == 99
+            assert not set(items) & seen[user]
+    np.random.seed(123)                 # the global RNG plays no part: the same candidates again
+    assert negatives(test_data) == negatives(test_data)
+    assert negatives(valid_data) != negatives(test_data)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_more_negatives_than_a_user_can_have_is_refused(small_sasrec_config, exclude):
+    with pytest.raises(ValueError, match=r"uni5000.*5000 negatives per user.*mode: full"):
+        prepare("SASRec", dict(small_sasrec_config, eval_args=split_mode("uni5000"),
+                               eval_neg_exclude_history=exclude))
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+def test_per_user_sampled_scores_equal_recbole_per_row_metrics(small_sasrec_config, model_name,
+                                                               monkeypatch):
+    config, _, model, train_data, _, test_data = prepare(
+        model_name, dict(small_sasrec_config, eval_args=split_mode("uni100"), embedding_size=16))
+    plugin = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    plugin.fit(train_data, saved=False)
+    per_row = evaluate(RecBoleTrainer(config, model), config, test_data)
+
+    calls = []
+    monkeypatch.setattr(model, "predict", lambda interaction: calls.append("predict"))
+    full_sort = model.full_sort_predict
+    monkeypatch.setattr(model, "full_sort_predict",
+                        lambda interaction: calls.append(len(interaction)) or full_sort(interaction))
+    per_user = evaluate(plugin, config, test_data)
+    assert per_user == per_row
+    assert "predict" not in calls and sum(calls) == len(test_data._dataset)  # one row per user
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return build_tiny_llm(str(tmp_path_factory.mktemp("llm") / "tiny-llama"), hidden_size=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_opt(tmp_path_factory):
+    return build_tiny_llm(str(tmp_path_factory.mktemp("llm") / "tiny-opt"), hidden_size=32,
+                          architecture="opt")
+
+
+TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 1,
+           "train_batch_size": 512}
+
+
+@pytest.mark.parametrize("model_name", ["LLMSRec", "HLLM", "ALLMRec"])
+def test_plugin_models_sampled_metrics_equal_recbole_per_row_metrics(model_name, tiny_llama, tiny_opt,
+                                                                     minilm_path, tmp_path):
+    settings = {"use_gpu": False, "seed": 2020, "show_progress": False,
+                "checkpoint_dir": str(tmp_path / "saved"), "user_inter_num_interval": "[0,22]",
+                "MAX_ITEM_LIST_LENGTH": 10, "eval_args": split_mode("uni9"),
+                "eval_neg_exclude_history": True, "metrics": ["Hit", "NDCG"], "topk": [1, 5],
+                "valid_metric": "Hit@1", "cf_config": TEACHER, "llm_dtype": "float32",
+                "llm_path": tiny_opt if model_name == "ALLMRec" else tiny_llama,
+                "item_llm_path": tiny_llama, "user_llm_path": tiny_llama, "max_text_length": 16,
+                "projection_hidden_size": 32, "representation_size": 16,
+                "text_encoder_path": minilm_path}
+    config, _, model, train_data, _, test_data = prepare(model_name, settings)
+    if model_name == "ALLMRec":
+        model.stage_done.fill_(True)   # rank with untrained stages: the scoring path is what counts
+    elif model_name == "LLMSRec":
+        model.cf_teacher_ready.fill_(True)
+    plugin = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    per_row = evaluate(RecBoleTrainer(config, model), config, test_data)
+    assert evaluate(plugin, config, test_data) == per_row
+    assert per_row["hit@5"] > 0
+
+
+def test_model_yamls_leave_the_protocol_to_the_profiles():
+    for path in pathlib.Path(PROPERTIES_DIR, "model").glob("*.yaml"):
+        assert not PROTOCOL_KEYS & set(yaml.safe_load(path.read_text())), path.name
+    keys = ("eval_args", "metrics", "topk", "valid_metric")
+    sasrec = Config(model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None})
+    for model_name in ("LLMSRec", "ALLMRec", "HLLM"):
+        ours = Config(model=model_name, dataset="ml-100k")
+        assert {k: ours[k] for k in keys} == {k: sasrec[k] for k in keys}
+
+
+@pytest.mark.parametrize("profile", ["llmsrec", "allmrec", "hllm"])
+def test_each_paper_profile_runs_sasrec_and_reports_its_metrics(profile, small_sasrec_config,
+                                                                monkeypatch, caplog):
+    from recbole_llmsrec.quick_start import run_recbole
+
+    results = {}
+    monkeypatch.setattr("recbole_llmsrec.quick_start.run_recbole",
+                        lambda **kwargs: results.update(run_recbole(**kwargs)))
+    overrides = [f"--{k}={v}" for k, v in dict(small_sasrec_config, epochs=1).items()]
+    path = PROFILES / "protocol" / f"{profile}.yaml"
+    with caplog.at_level("INFO"):
+        main(["-m", "SASRec", "-d", "ml-100k", f"--config_files={path}", *overrides])
+    spec = yaml.safe_load(path.read_text())
+    assert set(results["test_result"]) == {f"{m.lower()}@{k}" for m in spec["metrics"]
+                                           for k in spec["topk"]}
+    mode = spec["eval_args"]["mode"]
+    assert f"'mode': {{'valid': '{mode}', 'test': '{mode}'}}" in caplog.text
+
+
+def test_teacher_config_overriding_eval_args_is_processed_as_recbole_does(tmp_path):
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    from recbole_llmsrec.cf_teacher import teacher_config
+
+    config = Config(model="LLMSRec", dataset="ml-100k", config_file_list=[
+        str(PROFILES / "protocol" / "llmsrec.yaml")], config_dict={
+        "cf_config": {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+                      "topk": 10, "valid_metric": "NDCG@10", "metrics": ["NDCG"]},
+        "checkpoint_dir": str(tmp_path), "user_inter_num_interval": "[0,30]"})
+    teacher = teacher_config(config)
+    assert teacher["model"] == "SASRec" and teacher["hidden_size"] == 64       # cf_config defaults
+    assert teacher["eval_args"]["group_by"] == "user"
+    assert teacher["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    assert teacher["topk"] == [10] and teacher["valid_neg_sample_args"]["sample_num"] == "none"
+    assert teacher["eval_neg_exclude_history"] is True                          # the run's protocol
+    _, valid_data, _ = data_preparation(teacher, create_dataset(teacher))
+    assert isinstance(valid_data, FullSortEvalDataLoader)
+    assert config["eval_args"]["mode"] == {"valid": "uni99", "test": "uni99"}  # the run is untouched
