@@ -5,8 +5,9 @@ dataset, or pre-trained here through RecBole's ``Trainer`` and saved like any Re
 
 - ``cf_checkpoint``: path of a RecBole SASRec checkpoint; ``~`` pre-trains one.
 - ``cf_config``: the settings the teacher is pre-trained with (RecBole SASRec keys: ``hidden_size``,
-  ``n_layers``, ``epochs``, ``learning_rate``, ...), applied over the run's own config, so data, split,
-  ``MAX_ITEM_LIST_LENGTH`` and evaluation are the run's.
+  ``n_layers``, ``epochs``, ``learning_rate``, ...), applied over the run's own config. Data, split and
+  ``MAX_ITEM_LIST_LENGTH`` must stay the run's (a change is refused); the evaluation protocol is the
+  run's unless ``cf_config`` overrides it.
 
 The teacher is always frozen and in eval mode: the originals left its dropout on while distilling.
 """
@@ -27,11 +28,33 @@ from recbole_llmsrec.utils import get_trainer
 MATCHING_DATASET_KEYS = ("dataset", "user_inter_num_interval", "item_inter_num_interval",
                          "val_interval", "rm_dup_inter", "filter_inter_by_user_or_item",
                          "MAX_ITEM_LIST_LENGTH")
+SPLIT_KEYS = ("split", "order", "group_by")  # of eval_args: the teacher must never see valid/test data
+
+
+def data_differences(config, other):
+    """``{key: (other's value, config's value)}`` for the data and split settings that differ."""
+    differences = {k: (other[k], config[k]) for k in MATCHING_DATASET_KEYS if other[k] != config[k]}
+    differences.update({f"eval_args.{k}": (other["eval_args"].get(k), config["eval_args"].get(k))
+                        for k in SPLIT_KEYS if other["eval_args"].get(k) != config["eval_args"].get(k)})
+    return differences
 
 
 def teacher_config(config):
-    """The run's config for SASRec with ``cf_config`` applied over it (``config.derived_config``)."""
-    cf_config = derived_config(config, "SASRec", config["cf_config"] or {})
+    """The run's config for SASRec with ``cf_config`` applied over it (``config.derived_config``).
+
+    A partial ``cf_config.eval_args`` (e.g. ``{mode: full}`` for a full-sort teacher validation)
+    completes the run's; ``cf_config`` may change how the teacher trains and is validated, never its
+    data, split or sequence length (refused here, before any training).
+    """
+    overrides = dict(config["cf_config"] or {})
+    if isinstance(overrides.get("eval_args"), dict):
+        overrides["eval_args"] = {**config["eval_args"], **overrides["eval_args"]}
+    cf_config = derived_config(config, "SASRec", overrides)
+    differences = data_differences(config, cf_config)
+    if differences:
+        detail = ", ".join(f"{k}: {a!r} vs the run's {b!r}" for k, (a, b) in differences.items())
+        raise ValueError(f"cf_config changes the teacher's data ({detail}): the teacher trains on the "
+                         "run's data and split. Remove these keys from cf_config.")
     if cf_config["loss_type"] != "CE":
         raise ValueError("cf_config.loss_type must be CE: the teacher reuses the run's training data, "
                          "which has no sampled negatives (train_neg_sample_args: ~).")
@@ -56,8 +79,7 @@ def build_teacher(config, dataset):
 
 def check_same_data(config, dataset, saved_config, n_items, path, key="cf_checkpoint"):
     """Refuse a checkpoint (``key``) whose run used other data than this one, naming the difference."""
-    mismatched = {k: (saved_config[k], config[k]) for k in MATCHING_DATASET_KEYS
-                  if saved_config[k] != config[k]}
+    mismatched = data_differences(config, saved_config)
     if mismatched:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in mismatched.items())
         raise ValueError(f"{key}={path} was trained on other data ({detail}). Use a checkpoint of the "

@@ -187,19 +187,33 @@ def data_preparation(config, dataset):
     return train_data, loaders["valid"], loaders["test"]
 
 
+# RecBole 1.2.1 models whose full_sort_predict does not score like predict: CORE's predict skips the
+# L2 normalisation of the item embeddings that its full_sort_predict applies.
+RECBOLE_MODELS_SCORING_FULL_SORT_DIFFERENTLY = ("CORE",)
+
+
+def scores_candidates_from_full_sort(model):
+    return (getattr(model, "sampled_scores_from_full_sort", True)
+            and type(model).__name__ not in RECBOLE_MODELS_SCORING_FULL_SORT_DIFFERENTLY)
+
+
 class PerUserSampledEvaluation:
     """Trainer mixin: sampled evaluation (``uniN``/``popN``) runs ``full_sort_predict`` once per user and
     reads the candidates' scores from its row, instead of RecBole's ``predict`` on one row per
-    (user, candidate). A model whose ``full_sort_predict`` does not score like ``predict`` sets
-    ``sampled_scores_from_full_sort = False`` and keeps RecBole's path (ALLMRec, which ranks each
-    user's candidates together in ``predict``); so does a model without ``full_sort_predict``."""
+    (user, candidate). RecBole's path is kept where that would change the scores: a model whose
+    ``full_sort_predict`` does not score like ``predict`` (it sets ``sampled_scores_from_full_sort =
+    False``, as ALLMRec, which ranks each user's candidates together in ``predict``; RecBole's CORE),
+    a model without ``full_sort_predict``, and a sequential user with several evaluation rows (a
+    ratio split), whose rows are different prefixes."""
 
     def _neg_sample_batch_eval(self, batched_data):
         interaction, row_idx, positive_u, positive_i = batched_data
-        if (self.config["eval_type"] != EvaluatorType.RANKING
-                or not getattr(self.model, "sampled_scores_from_full_sort", True)):
-            return super()._neg_sample_batch_eval(batched_data)
         first_row = first_rows(row_idx)  # RecBole's row_idx: each row's user, 0 .. users - 1
+        several_prefixes = (self.config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+                            and len(positive_u) > len(first_row))
+        if (self.config["eval_type"] != EvaluatorType.RANKING or several_prefixes
+                or not scores_candidates_from_full_sort(self.model)):
+            return super()._neg_sample_batch_eval(batched_data)
         try:
             user_scores = self.model.full_sort_predict(interaction[first_row].to(self.device))
         except NotImplementedError:

@@ -24,6 +24,18 @@ def adam_betas(config):
     return {"betas": tuple(float(b) for b in betas)} if betas else {}
 
 
+def epoch_parts(config, loader):
+    """How many parts an epoch of ``loader`` is cut into: ``validations_per_epoch``, at most one per batch."""
+    return max(1, min(config["validations_per_epoch"] or 1, len(loader)))
+
+
+def batches_before(part_index, batches, parts):
+    """Batches trained before part ``part_index`` (RecBole's epoch counter when an epoch of ``batches``
+    batches is cut into ``parts`` parts): whole epochs, then the earlier parts of the current one."""
+    epochs, part = divmod(part_index, parts)
+    return epochs * batches + sum(batches // parts + (p < batches % parts) for p in range(part))
+
+
 class EpochInParts:
     """A training loader seen as ``parts`` consecutive parts per pass over the data.
 
@@ -33,12 +45,12 @@ class EpochInParts:
     """
 
     def __init__(self, loader, parts, start_part=0):
-        self.loader, self.parts = loader, max(1, min(parts, len(loader)))
-        self._part, self._iterator = start_part % self.parts, None
+        self.loader, self.parts = loader, parts
+        self._part, self._iterator = start_part % parts, None
 
     def _size(self, part):
-        batches = len(self.loader)
-        return batches // self.parts + (part < batches % self.parts)
+        return batches_before(part + 1, len(self.loader), self.parts) - batches_before(
+            part, len(self.loader), self.parts)
 
     def __len__(self):
         return self._size(self._part)
@@ -46,7 +58,7 @@ class EpochInParts:
     def __iter__(self):
         if self._iterator is None or self._part == 0:
             self._iterator = iter(self.loader)
-            for _ in range(sum(self._size(p) for p in range(self._part))):  # resumed mid-epoch
+            for _ in range(batches_before(self._part, len(self.loader), self.parts)):  # resumed
                 next(self._iterator)
         for _ in range(self._size(self._part)):
             yield next(self._iterator)
@@ -89,15 +101,16 @@ class ValidationSchedule:
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
-        parts = self.config["validations_per_epoch"] or 1
-        if parts < 1:
-            raise ValueError(f"validations_per_epoch must be >= 1, got {parts}.")
+        if (self.config["validations_per_epoch"] or 1) < 1:
+            raise ValueError(f"validations_per_epoch must be >= 1, got "
+                             f"{self.config['validations_per_epoch']}.")
+        parts = epoch_parts(self.config, train_data)
         if parts > 1:
             train_data = EpochInParts(train_data, parts, start_part=self.start_epoch)
-            self.epochs = self.config["epochs"] * train_data.parts
+            self.epochs = self.config["epochs"] * parts
             self.eval_step = min(self.config["eval_step"], self.epochs)
-            self.logger.info(f"Validating {train_data.parts} times per epoch: each RecBole epoch "
-                             f"below is 1/{train_data.parts} of an epoch.")
+            self.logger.info(f"Validating {parts} times per epoch: each RecBole epoch below is "
+                             f"1/{parts} of an epoch.")
         if self.config["lr_decay_per_validation"] not in (None, 1, 1.0) and self.eval_step > 0:
             validations = self.start_epoch // self.eval_step
             self._decay_learning_rate(validations)
@@ -210,7 +223,9 @@ class HLLMTrainer(Trainer):
         total = self.epochs * len(train_data)
         scheduler = get_cosine_schedule_with_warmup(
             self.optimizer, int(self.config["warmup_ratio"] * total), total)
-        for _ in range(self.start_epoch * len(train_data)):
+        # RecBole's start_epoch counts parts of epochs when validations_per_epoch cuts them
+        for _ in range(batches_before(self.start_epoch, len(train_data),
+                                      epoch_parts(self.config, train_data))):
             scheduler.step()
         self.scheduler = scheduler
         hook = self.optimizer.register_step_post_hook(lambda *_: scheduler.step())

@@ -159,6 +159,20 @@ def test_per_user_sampled_scores_equal_recbole_per_row_metrics(small_sasrec_conf
     assert "predict" not in calls and sum(calls) == len(test_data._dataset)  # one row per user
 
 
+@pytest.mark.parametrize("model_name, split", [("SASRec", {"RS": [0.8, 0.1, 0.1]}),
+                                               ("CORE", {"LS": "valid_and_test"})])
+def test_per_user_path_keeps_recbole_metrics_where_it_cannot_apply(small_sasrec_config, model_name,
+                                                                   split):
+    # RS split: a sequential user has several test rows, each its own prefix; RecBole's CORE.predict
+    # skips the normalisation its full_sort_predict applies. Both keep RecBole's per-row scoring.
+    config, _, model, _, _, test_data = prepare(model_name, dict(
+        small_sasrec_config, embedding_size=16,
+        eval_args={"split": split, "order": "TO", "mode": "uni100"}))
+    plugin = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    assert evaluate(plugin, config, test_data) == evaluate(RecBoleTrainer(config, model), config,
+                                                           test_data)
+
+
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     return build_tiny_llm(str(tmp_path_factory.mktemp("llm") / "tiny-llama"), hidden_size=32)
@@ -245,3 +259,21 @@ def test_teacher_config_overriding_eval_args_is_processed_as_recbole_does(tmp_pa
     _, valid_data, _ = data_preparation(teacher, create_dataset(teacher))
     assert isinstance(valid_data, FullSortEvalDataLoader)
     assert config["eval_args"]["mode"] == {"valid": "uni99", "test": "uni99"}  # the run is untouched
+
+
+def test_teacher_config_keeps_the_runs_data_and_split(tmp_path):
+    from recbole_llmsrec.cf_teacher import teacher_config
+
+    def teacher(cf_config):
+        return teacher_config(Config(model="LLMSRec", dataset="ml-100k", config_file_list=[
+            str(PROFILES / "protocol" / "llmsrec.yaml")], config_dict={
+            "cf_config": cf_config, "checkpoint_dir": str(tmp_path), "MAX_ITEM_LIST_LENGTH": 10}))
+
+    partial = teacher({"eval_args": {"mode": "full"}})      # RecBole would replace the whole dict
+    assert partial["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert partial["eval_args"]["order"] == "TO"
+    assert partial["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    with pytest.raises(ValueError, match=r"cf_config.*MAX_ITEM_LIST_LENGTH.*5.*10"):
+        teacher({"MAX_ITEM_LIST_LENGTH": 5})
+    with pytest.raises(ValueError, match=r"cf_config.*eval_args.*split"):
+        teacher({"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}}})

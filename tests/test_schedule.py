@@ -80,3 +80,27 @@ def test_llmsrec_and_allmrec_default_to_the_originals_schedule_and_sasrec_keeps_
     protocol = pathlib.Path(__file__).resolve().parent.parent / "properties/protocol/llmsrec.yaml"
     sasrec = Config(model="SASRec", dataset="ml-100k", config_file_list=[str(protocol)])
     assert sasrec["validations_per_epoch"] is None and sasrec["lr_decay_per_validation"] is None
+
+
+def test_cosine_schedule_resumed_mid_epoch_continues_where_it_stopped(small_sasrec_config):
+    # HLLMTrainer's per-step schedule on a run validated 4 times per epoch: resuming after part 3
+    # (RecBole counts parts as epochs) must fast-forward 3 parts of batches, not 3 epochs
+    from recbole_llmsrec.trainer import HLLMTrainer
+
+    settings = dict(small_sasrec_config, validations_per_epoch=4, warmup_ratio=0.1, epochs=2,
+                    train_batch_size=128, stopping_step=100)
+
+    def learning_rates(start_epoch):
+        config = Config(model="SASRec", dataset="ml-100k", config_dict=settings)
+        init_seed(config["seed"], config["reproducibility"])
+        train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+        trainer = HLLMTrainer(config, get_model("SASRec")(config, train_data._dataset))
+        trainer.start_epoch = start_epoch
+        rates = []
+        trainer.fit(train_data, valid_data, saved=False, callback_fn=lambda epoch, score: rates.append(
+            trainer.optimizer.param_groups[0]["lr"]))
+        return rates
+
+    uninterrupted = learning_rates(0)
+    assert len(uninterrupted) == 8
+    assert learning_rates(3) == pytest.approx(uninterrupted[3:])
