@@ -19,7 +19,8 @@ CHILD = """
 import resource, sys, time
 from recbole_llmsrec.data.amazon import Converter
 start = time.perf_counter()
-stats = Converter(sys.argv[1], sys.argv[2], sys.argv[3], "bench", bucket_records=int(sys.argv[4])).run()
+stats = Converter(sys.argv[1], sys.argv[2], sys.argv[3], "bench", bucket_records=int(sys.argv[4]),
+                  overwrite=True).run()
 print(stats["lines read"], time.perf_counter() - start,
       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, stats["interactions"])
 """

@@ -14,10 +14,20 @@ timestamps in seconds for both releases) and ``{name}.item`` (``item_id:token ti
 description:token_seq categories:token_seq price:float brand:token``), text with HTML stripped and
 tabs/newlines removed, categories as tokens with inner spaces turned into ``_``.
 
+Reading. Each file is read as bytes and every line is decoded on its own, strictly as UTF-8: a line that
+is not UTF-8 is counted as undecodable and skipped (decoding with replacement characters instead would
+invent user and item ids), so one bad byte costs one line, never the run. A metadata line that is not
+JSON is read as a Python literal (some public meta files were written with ``str(dict)``:
+``{'asin': 'B0001', 'title': 'A title'}``) by ``ast.literal_eval``, which builds literals and never runs
+code; it then counts as parsed. Undecodable and malformed lines are counted per file in the summary.
+A truncated or corrupt ``.gz`` is a bad file, not a bad line: the run fails, saying how many lines of it
+were read.
+
 Processing, in this order (each step's drops are counted in the printed summary):
 
-1. parse: a line that is not a JSON object with a user, an item, a rating and a time is counted as
-   malformed and skipped; ``--min-rating`` drops reviews rated below it.
+1. parse: a line that is not a JSON object with a user, an item (ids: non-empty printable strings, so no
+   tab or line break can break a column), a finite rating and a finite time is counted as malformed and
+   skipped; ``--min-rating`` drops reviews rated below it.
 2. sample: ``--user-fraction F`` (default 1: all) keeps a user, with all their reviews, iff a stable
    hash of ``"{--seed}:{raw user id}"`` maps below F in [0, 1); the summary counts the users (with a
    review left by step 1) and reviews it dropped. This is LLM-SRec's per-category sampling (5% of
@@ -34,6 +44,13 @@ Processing, in this order (each step's drops are counted in the printed summary)
 6. the ``.inter`` rows of a user are in time order, ties in file order (a stable sort), so RecBole's
    (stable) ordering sees the same sequence.
 
+Output is all or nothing. Both files are written under temporary names in a hidden work folder inside
+the output folder (same file system), flushed to disk, and renamed into place with ``os.replace`` only
+after everything succeeded, the two renames last. Existing ``{name}.inter``/``{name}.item`` are replaced
+only with ``--overwrite`` (else the run refuses before reading anything). A run that fails (unreadable
+or truncated input, no interaction kept, no kept item with a title) exits non-zero with a one-line
+reason, leaves earlier output byte-identical and removes its temporary files (and any folder it created).
+
 Memory is bounded by the number of distinct users and items (sampled-out users' ids included; their
 reviews are never stored), not by the file: reviews are streamed into a compact binary file, partitioned
 by user into buckets of at most ``--bucket-records`` records, and every later pass reads one bucket (or
@@ -41,6 +58,7 @@ one chunk) at a time.
 """
 
 import argparse
+import ast
 import gzip
 import hashlib
 import html
@@ -49,8 +67,11 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
+import warnings
+import zlib
 
 import numpy as np
 
@@ -61,17 +82,51 @@ TAGS = re.compile(r"<[^>]+>")
 HASH_BYTES = 8  # 64-bit user hashes: uniform enough for any fraction, collisions irrelevant
 
 
+class ConversionError(Exception):
+    """An expected failure (bad input, refused overwrite, empty result): one line for the user, no
+    traceback; raised before the renames, so existing output is untouched."""
+
+
 def user_draw(seed, user):
     """A user's uniform draw in [0, 1) from ``(seed, raw id)``: stable across runs, files and processes."""
     digest = hashlib.blake2b(f"{seed}:{user}".encode("utf-8"), digest_size=HASH_BYTES).digest()
     return int.from_bytes(digest, "big") / 2 ** (8 * HASH_BYTES)
 
 
-def open_text(path):
-    """A text stream over a gzipped or plain file (recognised by its magic bytes)."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
+def read_lines(path, counts):
+    """The decoded lines of a gzipped or plain file (recognised by its magic bytes).
+
+    Counts ``counts["read"]`` and ``counts["undecodable"]``: each line is decoded on its own, so a
+    non-UTF-8 byte costs its line only. A truncated or corrupt gzip stream raises ConversionError with
+    the number of lines read: the file is incomplete, and converting part of it silently would be wrong.
+    """
+    try:
+        with open(path, "rb") as probe:
+            gzipped = probe.read(2) == b"\x1f\x8b"
+        stream = gzip.open(path, "rb") if gzipped else open(path, "rb")
+    except OSError as error:
+        raise ConversionError(f"cannot read {path}: {error.strerror or error}") from None
+    read = undecodable = 0
+    with stream:
+        try:
+            for read, raw in enumerate(stream, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    undecodable += 1
+                    continue
+                yield text[1:] if read == 1 and text.startswith("\ufeff") else text  # a BOM
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise ConversionError(f"{path}: truncated or corrupt gzip stream after {read:,} lines read "
+                                  f"({error})") from None
+        finally:
+            counts.update(read=read, undecodable=undecodable)
+
+
+def valid_id(value):
+    """Whether a raw id fits a token column: a non-empty printable string (no tab, line break, lone
+    surrogate), hashable, so it can neither shift a column nor crash a table."""
+    return isinstance(value, str) and value != "" and value.isprintable()
 
 
 def clean_text(value, max_chars=None):
@@ -88,25 +143,58 @@ def parse_review(line):
     """``(user, item, rating, seconds)`` of a review line of either release, or None if malformed."""
     try:
         review = json.loads(line)
+        if not isinstance(review, dict):
+            return None
         if "reviewerID" in review:  # 2018
-            return (review["reviewerID"], review["asin"], float(review["overall"]),
-                    float(review["unixReviewTime"]))
-        return (review["user_id"], review.get("parent_asin") or review["asin"],
-                float(review["rating"]), float(review["timestamp"]) / 1000.0)
-    except (ValueError, KeyError, TypeError, AttributeError):
+            user, item = review["reviewerID"], review["asin"]
+            rating, seconds = float(review["overall"]), float(review["unixReviewTime"])
+        else:
+            user, item = review["user_id"], review.get("parent_asin") or review["asin"]
+            rating, seconds = float(review["rating"]), float(review["timestamp"]) / 1000.0
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None
+    if valid_id(user) and valid_id(item) and math.isfinite(rating) and math.isfinite(seconds):
+        return user, item, rating, seconds
+    return None
+
+
+def load_meta(line):
+    """``(object, literal)``: the line as JSON, else as a Python literal (``literal=True``), or None.
+
+    ``ast.literal_eval`` only builds literals (strings, numbers, lists, dicts...), it never runs code;
+    it is tried only on lines that look like a dict, with its warnings (odd escapes) silenced.
+    """
+    try:
+        return json.loads(line), False
+    except ValueError:
+        pass
+    if not line.lstrip().startswith("{"):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.literal_eval(line.strip()), True
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
 
 
 def parse_meta(line, max_description):
-    """``(item, fields)`` of a metadata line of either release, or None if malformed."""
-    try:
-        meta = json.loads(line)
-        item = meta.get("parent_asin") or meta["asin"]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    """``(item, fields, literal)`` of a metadata line of either release (JSON or a Python literal,
+    ``literal`` says which), or None if malformed."""
+    loaded = load_meta(line)
+    if loaded is None or not isinstance(loaded[0], dict):
+        return None
+    meta, literal = loaded
+    item = meta.get("parent_asin") or meta.get("asin")
+    if not valid_id(item):
         return None
     categories = meta.get("categories") or meta.get("category") or []
-    if categories and isinstance(categories[0], list):  # 2018 'categories' is a list of paths
-        categories = [c for path in categories for c in path]
+    if isinstance(categories, str):
+        categories = [categories]
+    elif not isinstance(categories, (list, tuple)):
+        categories = []
+    if categories and isinstance(categories[0], (list, tuple)):  # 2018 'categories': a list of paths
+        categories = [c for path in categories if isinstance(path, (list, tuple)) for c in path]
     price = meta.get("price")
     try:
         price = float(str(price).replace("$", "").replace(",", "")) if price not in (None, "") else None
@@ -121,29 +209,56 @@ def parse_meta(line, max_description):
                                              if clean_text(c))),
         "price": price,
         "brand": clean_text(meta.get("brand") or meta.get("store")),
-    }
+    }, literal
+
+
+def check_name(name):
+    """A dataset name must be a plain file name: it names a folder under ``--out`` and the files in it."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    if name in ("", ".", "..") or not name.isprintable() or any(sep in name for sep in separators):
+        raise ValueError(f"dataset name must be a plain file name, got {name!r}")
+    return name
+
+
+def open_output(path):
+    """A text file for one output table; a lone surrogate left in some text becomes '?' rather than
+    an encoding error in the middle of the run."""
+    return open(path, "w", encoding="utf-8", errors="replace")
+
+
+def sync(out):
+    """Flush and fsync, so the rename never publishes a file whose data is not yet on disk."""
+    out.flush()
+    os.fsync(out.fileno())
 
 
 class Converter:
     def __init__(self, reviews, meta, out, name, min_rating=None, k_core=5, drop_untitled=False,
-                 max_description=None, bucket_records=4_000_000, user_fraction=1.0, seed=0):
+                 max_description=None, bucket_records=4_000_000, user_fraction=1.0, seed=0,
+                 overwrite=False):
         if not 0 < user_fraction <= 1:
             raise ValueError(f"user_fraction must be in (0, 1], got {user_fraction}")
-        self.reviews, self.meta, self.name = reviews, meta, name
+        self.reviews, self.meta, self.name = reviews, meta, check_name(name)
         self.folder = os.path.join(out, name)
+        self.targets = [os.path.join(self.folder, f"{name}.{suffix}") for suffix in ("inter", "item")]
         self.min_rating, self.k_core, self.drop_untitled = min_rating, k_core, drop_untitled
         self.max_description, self.bucket_records = max_description, bucket_records
-        self.user_fraction, self.seed = user_fraction, seed
+        self.user_fraction, self.seed, self.overwrite = user_fraction, seed, overwrite
         self.users, self.items = {}, {}
         self.unsampled = set()  # raw ids of the users sampling dropped (their reviews never get stored)
-        self.stats = {}
+        self.stats, self.work = {}, None
 
     # -- passes -----------------------------------------------------------------------------------
     def run(self):
+        """Convert; return the summary. Raises ConversionError with existing output untouched."""
         start = time.perf_counter()
-        os.makedirs(self.folder, exist_ok=True)
-        self.work = tempfile.mkdtemp(prefix="amazon-", dir=self.folder)
+        for role, path in (("reviews", self.reviews), ("meta", self.meta)):
+            if not os.path.isfile(path):
+                raise ConversionError(f"{role} file not found: {path}")
+        self._check_targets()
+        created, published = self._make_folder(), False
         try:
+            self.work = tempfile.mkdtemp(prefix=f".{self.name}.tmp-", dir=self.folder)
             lines = self._parse()
             buckets = self._partition()
             self._dedupe(buckets)
@@ -153,43 +268,105 @@ class Converter:
                 alive_item &= self._titled_items()
                 self.stats["interactions dropped: untitled items"] = self._count(buckets, ~alive_item)
             self._k_core(buckets, alive_user, alive_item)
-            self._write_inter(buckets, alive_user, alive_item)
-            self._write_item(alive_item)
+            if not self.stats["interactions"]:
+                reason = (f"{self.reviews} has no lines" if not lines else
+                          "no review line was parsed and kept" if not self.users else
+                          "the filters removed every interaction")
+                raise ConversionError(f"no interaction kept ({reason}), nothing written: "
+                                      f"{self._summary()}")
+            staged = [os.path.join(self.work, os.path.basename(path)) for path in self.targets]
+            self._write_inter(buckets, alive_user, alive_item, staged[0])
+            self._write_item(alive_item, staged[1])
+            if not self.stats["share of items with title"]:
+                raise ConversionError(f"none of the {self.stats['items']:,} items kept has a title in "
+                                      f"{self.meta}, nothing written ({self._summary('meta ')})")
+            self._check_targets()  # output that appeared during the run is not replaced either
+            for path, target in zip(staged, self.targets):  # the only steps that touch the output
+                os.replace(path, target)
+            published = True
+            self._sync_folder()
         finally:
-            shutil.rmtree(self.work, ignore_errors=True)
+            if self.work:
+                shutil.rmtree(self.work, ignore_errors=True)
+            if not published:
+                for folder in created:  # deepest first; stops at one that is not empty
+                    try:
+                        os.rmdir(folder)
+                    except OSError:
+                        break
         self.stats["lines/s"] = lines / (time.perf_counter() - start)
         return self.stats
 
+    def _check_targets(self):
+        """Refuse to replace existing output without ``overwrite``, or output that is a folder."""
+        existing = [path for path in self.targets if os.path.lexists(path)]
+        folders = [path for path in existing if os.path.isdir(path)]
+        if folders:
+            raise ConversionError(f"output path is a folder: {', '.join(folders)}")
+        if existing and not self.overwrite:
+            raise ConversionError(f"output already exists: {', '.join(existing)}; pass --overwrite to "
+                                  "replace it (nothing was changed)")
+
+    def _make_folder(self):
+        """Create the output folder; return the folders this created, deepest first (a failed run
+        removes them again, when empty)."""
+        created, folder = [], os.path.abspath(self.folder)
+        while not os.path.lexists(folder):
+            created.append(folder)
+            folder = os.path.dirname(folder)
+        os.makedirs(self.folder, exist_ok=True)
+        return created
+
+    def _sync_folder(self):
+        """Make the renames durable where the platform allows fsync on a folder (best effort)."""
+        try:
+            fd = os.open(self.folder, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _summary(self, prefix=""):
+        """The counts so far (those starting with ``prefix``), for the message of a failed run."""
+        return ", ".join(f"{key}: {value:,}" for key, value in self.stats.items()
+                         if key.startswith(prefix) and isinstance(value, int))
+
     def _parse(self):
         raw = open(os.path.join(self.work, "raw.bin"), "wb")
+        counts = {"read": 0, "undecodable": 0}
         buffer, lines, malformed, low, unsampled = [], 0, 0, 0, 0
-        with open_text(self.reviews) as stream:
-            for lines, line in enumerate(stream, 1):
-                review = parse_review(line)
-                if review is None:
-                    malformed += 1
-                    continue
-                user, item, rating, seconds = review
-                if self.min_rating is not None and rating < self.min_rating:
-                    low += 1
-                    continue
-                if not self._sampled(user):
-                    unsampled += 1
-                    continue
-                buffer.append((self.users.setdefault(user, len(self.users)),
-                               self.items.setdefault(item, len(self.items)), rating, seconds, lines))
-                if len(buffer) == CHUNK_RECORDS:
-                    np.array(buffer, dtype=RECORD).tofile(raw)
-                    buffer = []
+        for lines, line in enumerate(read_lines(self.reviews, counts), 1):
+            review = parse_review(line)
+            if review is None:
+                malformed += 1
+                continue
+            user, item, rating, seconds = review
+            if self.min_rating is not None and rating < self.min_rating:
+                low += 1
+                continue
+            if not self._sampled(user):
+                unsampled += 1
+                continue
+            buffer.append((self.users.setdefault(user, len(self.users)),
+                           self.items.setdefault(item, len(self.items)), rating, seconds, lines))
+            if len(buffer) == CHUNK_RECORDS:
+                np.array(buffer, dtype=RECORD).tofile(raw)
+                buffer = []
         np.array(buffer, dtype=RECORD).tofile(raw)
         raw.close()
-        self.stats.update({"lines read": lines, "lines malformed (skipped)": malformed,
+        self.stats.update({"lines read": counts["read"],
+                           "lines undecodable (skipped)": counts["undecodable"],
+                           "lines malformed (skipped)": malformed,
                            "reviews dropped: rating below min": low})
         if self.user_fraction < 1:
             sampling = f"sampling {self.user_fraction:g} (seed {self.seed})"
             self.stats.update({f"users dropped: {sampling}": len(self.unsampled),
                                f"reviews dropped: {sampling}": unsampled})
-        return lines
+        return counts["read"]
 
     def _sampled(self, user):
         """Whether sampling keeps this raw user id; each user is hashed once (then it is in a table)."""
@@ -275,41 +452,45 @@ class Converter:
         n_users, n_items = max(1, self.stats["users"]), max(1, self.stats["items"])
         self.stats["density"] = self.stats["interactions"] / (n_users * n_items)
 
-    def _write_inter(self, buckets, alive_user, alive_item):
+    def _write_inter(self, buckets, alive_user, alive_item, path):
         user_names = np.array(list(self.users), dtype=object)
         item_names = np.array(list(self.items), dtype=object)
-        with open(os.path.join(self.folder, f"{self.name}.inter"), "w", encoding="utf-8") as out:
+        with open_output(path) as out:
             out.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
-            for path in buckets:
-                records = self._load_sorted(path)
+            for bucket in buckets:
+                records = self._load_sorted(bucket)
                 records = records[alive_user[records["user"]] & alive_item[records["item"]]]
                 for user, item, rating, seconds in zip(user_names[records["user"]],
                                                        item_names[records["item"]],
                                                        records["rating"], records["time"]):
                     out.write(f"{user}\t{item}\t{rating:g}\t{seconds:.3f}\n")
+            sync(out)
 
     def _titled_items(self):
         titled = np.zeros(len(self.items), dtype=bool)
-        with open_text(self.meta) as stream:
-            for line in stream:
-                parsed = parse_meta(line, self.max_description)
-                if parsed and parsed[1]["title"] and parsed[0] in self.items:
-                    titled[self.items[parsed[0]]] = True
+        for line in read_lines(self.meta, {"read": 0, "undecodable": 0}):
+            parsed = parse_meta(line, self.max_description)
+            if parsed and parsed[1]["title"] and parsed[0] in self.items:
+                titled[self.items[parsed[0]]] = True
+        if len(titled) and not titled.any():
+            raise ConversionError(f"no reviewed item has a title in {self.meta}: --drop-untitled would "
+                                  "drop them all, nothing written")
         return titled
 
-    def _write_item(self, alive_item):
+    def _write_item(self, alive_item, path):
         wanted = {name: index for name, index in self.items.items() if alive_item[index]}
-        written, titled, described, malformed = set(), 0, 0, 0
-        path = os.path.join(self.folder, f"{self.name}.item")
-        with open(path, "w", encoding="utf-8") as out, open_text(self.meta) as stream:
+        written, titled, described, malformed, literal = set(), 0, 0, 0, 0
+        counts = {"read": 0, "undecodable": 0}
+        with open_output(path) as out:
             out.write("item_id:token\ttitle:token_seq\tdescription:token_seq\tcategories:token_seq\t"
                       "price:float\tbrand:token\n")
-            for line in stream:
+            for line in read_lines(self.meta, counts):
                 parsed = parse_meta(line, self.max_description)
                 if parsed is None:
                     malformed += 1
                     continue
-                item, fields = parsed
+                item, fields, as_literal = parsed
+                literal += as_literal
                 if item not in wanted or item in written:
                     continue
                 written.add(item)
@@ -320,8 +501,12 @@ class Converter:
                           f"{fields['categories']}\t{price}\t{fields['brand']}\n")
             for item in wanted.keys() - written:  # reviewed but absent from the metadata
                 out.write(f"{item}\t\t\t\t\t\n")
+            sync(out)
         n_items = max(1, len(wanted))
-        self.stats.update({"meta lines malformed (skipped)": malformed,
+        self.stats.update({"meta lines read": counts["read"],
+                           "meta lines undecodable (skipped)": counts["undecodable"],
+                           "meta lines malformed (skipped)": malformed,
+                           "meta lines parsed as Python literals": literal,
                            "items without metadata": len(wanted) - len(written),
                            "share of items with title": titled / n_items,
                            "share of items with description": described / n_items})
@@ -338,13 +523,22 @@ def fraction(text):
     return value
 
 
+def dataset_name(text):
+    """argparse type of ``--name``: a plain file name (no path separators, not '.' or '..')."""
+    try:
+        return check_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reviews", help="reviews file ({Category}.json[l][.gz])")
     parser.add_argument("meta", help="metadata file (meta_{Category}.json[l][.gz])")
     parser.add_argument("--out", default="dataset", help="RecBole data_path (default: dataset)")
-    parser.add_argument("--name", required=True, help="dataset name, e.g. Movies_and_TV")
+    parser.add_argument("--name", required=True, type=dataset_name,
+                        help="dataset name, e.g. Movies_and_TV")
     parser.add_argument("--min-rating", type=float, default=None, help="drop reviews rated below")
     parser.add_argument("--k-core", type=int, default=5, help="iterative k-core (0: off)")
     parser.add_argument("--drop-untitled", action="store_true", help="drop items without a title")
@@ -355,10 +549,16 @@ def main(argv=None):
     parser.add_argument("--user-fraction", type=fraction, default=1.0, metavar="F",
                         help="keep this seeded share of users, before the k-core (default 1: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --user-fraction (default 0)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing {name}.inter/.item (once the new ones are complete)")
     args = parser.parse_args(argv)
-    stats = Converter(args.reviews, args.meta, args.out, args.name, args.min_rating, args.k_core,
-                      args.drop_untitled, args.max_description, args.bucket_records,
-                      args.user_fraction, args.seed).run()
+    try:
+        stats = Converter(args.reviews, args.meta, args.out, args.name, args.min_rating, args.k_core,
+                          args.drop_untitled, args.max_description, args.bucket_records,
+                          args.user_fraction, args.seed, args.overwrite).run()
+    except (ConversionError, OSError) as error:  # expected failures: one line, output untouched
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     width = max(map(len, stats))
     for key, value in stats.items():
         shown = f"{value:.6f}" if isinstance(value, float) and value < 1 else (
