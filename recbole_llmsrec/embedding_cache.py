@@ -4,11 +4,19 @@ The cache file lives under ``<checkpoint_dir>/item_embedding_cache/`` and is nam
 (the encoder's identity, the text template, every item text). Anything that could change the vectors
 changes the name, so a stale file is never read; a hit runs zero encoder forward passes. Only use it
 for an encoder that does not train: a fine-tuned encoder's embeddings go stale with every step.
+
+Beside ``<key>.pt`` (read with ``weights_only=True``) sits ``<key>.json`` with the tensor's shape, dtype
+and the SHA-256 of its bytes. Each is written to a temporary name and moved in with ``os.replace``, the
+tensor first, so an interrupted write never leaves a pair that validates. A file that does not load, is
+not a 2-D float32 tensor with one row per text, or does not match its sidecar (missing, unparsable,
+other shape or checksum) is reported with a warning naming it and the reason, then recomputed and
+rewritten: a damaged cache costs one recomputation, never a crash or silently wrong embeddings.
 """
 
 import hashlib
 import json
 import os
+from logging import getLogger
 
 import torch
 from tqdm import tqdm
@@ -42,6 +50,57 @@ def cache_key(encoder_id, template, texts):
     return digest.hexdigest()
 
 
+def _checksum(tensor):
+    return hashlib.sha256(tensor.contiguous().numpy()).hexdigest()
+
+
+def _sidecar(path):
+    return os.path.splitext(path)[0] + ".json"
+
+
+def _atomic_write(path, write):
+    """``write(temporary_path)``, then move it onto ``path``: readers see the old file or the new one."""
+    partial = f"{path}.{os.getpid()}.tmp"
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _write_json(meta, path):
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(meta, file)
+
+
+def _load_checked(path, rows):
+    """``(tensor, None)`` for a valid cache file, else ``(None, why it must not be used)``."""
+    try:
+        tensor = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- truncated, corrupt, not weights-only: all unreadable
+        return None, f"unreadable ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+    if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided:
+        return None, f"not a dense tensor ({type(tensor).__name__})"
+    if tensor.dim() != 2 or tensor.shape[0] != rows or tensor.dtype != torch.float32:
+        return None, f"expected float32 [{rows}, dim], found {tensor.dtype} {list(tensor.shape)}"
+    sidecar = _sidecar(path)
+    try:
+        with open(sidecar, encoding="utf-8") as file:
+            meta = json.load(file)
+        shape, dtype, sha256 = meta["shape"], meta["dtype"], meta["sha256"]
+    except FileNotFoundError:
+        return None, f"checksum file {sidecar} is missing"
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        return None, f"checksum file {sidecar} is unparsable ({type(error).__name__}: {error})"
+    found = (list(tensor.shape), str(tensor.dtype))
+    if (shape, dtype) != found:
+        return None, f"checksum file {sidecar} records {dtype} {shape}, not {found[1]} {found[0]}"
+    if sha256 != _checksum(tensor):
+        return None, f"SHA-256 does not match checksum file {sidecar}"
+    return tensor, None
+
+
 def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, batch_size,
                            show_progress=False, desc="Encoding item texts"):
     """Return a float tensor ``[len(texts), dim]`` of ``encode``'s embeddings, from the cache if present.
@@ -58,7 +117,10 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
     """
     path = os.path.join(cache_dir, CACHE_SUBDIR, f"{cache_key(encoder_id, template, texts)}.pt")
     if os.path.isfile(path):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        embeddings, problem = _load_checked(path, len(texts))
+        if problem is None:
+            return embeddings
+        getLogger(__name__).warning(f"Item embedding cache {path} is invalid, recomputing: {problem}")
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     chunks = []
@@ -71,7 +133,9 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
     embeddings[torch.tensor(order)] = sorted_embeddings
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.{os.getpid()}.tmp"
-    torch.save(embeddings, partial)
-    os.replace(partial, path)  # atomic: a crash never leaves a half-written cache behind
+    meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype),
+            "sha256": _checksum(embeddings)}
+    _atomic_write(path, lambda partial: torch.save(embeddings, partial))
+    _atomic_write(_sidecar(path), lambda partial: _write_json(meta, partial))  # the pair now validates
     return embeddings
+

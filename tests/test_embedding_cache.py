@@ -1,7 +1,14 @@
 """Frozen-encoder item embeddings are computed once; any change of encoder, template or text recomputes."""
 
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
 import torch
 
+from recbole_llmsrec import embedding_cache
 from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
 from recbole_llmsrec.llm import load_llm, mean_pooled_embeddings
 
@@ -51,3 +58,106 @@ def test_local_checkpoint_rewritten_in_place_changes_identity(tiny_llama_dir):
     model.save_pretrained(tiny_llama_dir)   # same config, new files
     assert os.path.isdir(tiny_llama_dir)
     assert encoder_identity(model, tiny_llama_dir) != before
+
+
+# ----- damaged cache files: reported, recomputed and rewritten; never a crash, never used ----------
+TEXTS = ["", "Toy Story, 1995", "GoldenEye, 1995", "Heat", "Casino, 1995, Drama"]
+
+
+class FakeEncoder:
+    """Deterministic stand-in for a frozen encoder: a text's vector depends on the text only."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, texts):
+        self.calls += 1
+        return torch.tensor([[len(t), sum(map(ord, t)) % 97, t.count(","), 1.0] for t in texts])
+
+
+def fake_cache(tmp_path):
+    """An encoder, a function running the cache with it, the fresh embeddings and the cache file."""
+    encoder = FakeEncoder()
+
+    def run():
+        return cached_item_embeddings(TEXTS, encoder, cache_dir=str(tmp_path), encoder_id="fake",
+                                      template="{value}", batch_size=2)
+
+    fresh = run()
+    (path,) = (tmp_path / embedding_cache.CACHE_SUBDIR).glob("*.pt")
+    encoder.calls = 0
+    return encoder, run, fresh, str(path)
+
+
+def assert_recomputed(encoder, run, fresh, path, caplog, reason):
+    with caplog.at_level(logging.WARNING, logger=embedding_cache.__name__):
+        again = run()
+    assert encoder.calls > 0 and torch.equal(again, fresh)
+    assert any(path in r.getMessage() and reason in r.getMessage() for r in caplog.records), caplog.text
+    calls = encoder.calls
+    assert torch.equal(run(), fresh) and encoder.calls == calls   # rewritten: the next run is a hit
+
+
+def test_valid_cache_is_a_hit_and_carries_a_checksum(tmp_path, caplog):
+    encoder, run, fresh, path = fake_cache(tmp_path)
+    with caplog.at_level(logging.WARNING, logger=embedding_cache.__name__):
+        assert torch.equal(run(), fresh)
+    assert encoder.calls == 0 and not caplog.records
+    meta = json.loads(Path(path[:-3] + ".json").read_text())
+    assert meta["shape"] == [5, 4] and meta["dtype"] == "torch.float32"
+    assert len(meta["sha256"]) == 64
+    assert sorted(os.listdir(os.path.dirname(path))) == sorted(   # no temporary file left behind
+        [os.path.basename(path), os.path.basename(path)[:-3] + ".json"])
+
+
+def test_truncated_cache_is_recomputed(tmp_path, caplog):
+    encoder, run, fresh, path = fake_cache(tmp_path)
+    with open(path, "rb") as file:
+        data = file.read()
+    with open(path, "wb") as file:
+        file.write(data[:len(data) // 2])
+    assert_recomputed(encoder, run, fresh, path, caplog, "unreadable")
+
+
+def test_random_values_of_the_right_shape_fail_the_checksum(tmp_path, caplog):
+    encoder, run, fresh, path = fake_cache(tmp_path)
+    torch.save(torch.randn_like(fresh), path)
+    assert_recomputed(encoder, run, fresh, path, caplog, "SHA-256")
+
+
+def test_too_few_rows_is_recomputed(tmp_path, caplog):
+    encoder, run, fresh, path = fake_cache(tmp_path)
+    torch.save(fresh[:-1].clone(), path)
+    assert_recomputed(encoder, run, fresh, path, caplog, "[5, dim]")
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda path, fresh: torch.save(fresh.double(), path), "float64"),
+    (lambda path, fresh: torch.save(fresh.flatten(), path), "[5, dim]"),
+    (lambda path, fresh: torch.save({"embeddings": fresh}, path), "not a dense tensor"),
+    (lambda path, fresh: os.remove(path[:-3] + ".json"), "missing"),
+    (lambda path, fresh: Path(path[:-3] + ".json").write_text("{not json"), "unparsable"),
+    (lambda path, fresh: Path(path[:-3] + ".json").write_text('{"shape": [5, 4]}'), "unparsable"),
+], ids=["float64", "1-D", "not-a-tensor", "sidecar-missing", "sidecar-not-json", "sidecar-incomplete"])
+def test_wrong_dtype_shape_or_sidecar_is_recomputed(tmp_path, caplog, damage, reason):
+    encoder, run, fresh, path = fake_cache(tmp_path)
+    damage(path, fresh)
+    assert_recomputed(encoder, run, fresh, path, caplog, reason)
+
+
+def test_crash_between_tensor_and_checksum_never_validates(tmp_path, monkeypatch, caplog):
+    encoder = FakeEncoder()
+    common = {"cache_dir": str(tmp_path), "encoder_id": "fake", "template": "{value}", "batch_size": 2}
+
+    def crash(meta, path):
+        raise KeyboardInterrupt("killed while writing the checksum file")
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(embedding_cache, "_write_json", crash)
+        cached_item_embeddings(TEXTS, encoder, **common)
+    cache_dir = tmp_path / embedding_cache.CACHE_SUBDIR
+    assert [p.suffix for p in cache_dir.iterdir()] == [".pt"]     # tensor only, no temporary file
+    calls = encoder.calls
+    with caplog.at_level(logging.WARNING, logger=embedding_cache.__name__):
+        cached_item_embeddings(TEXTS, encoder, **common)
+    assert encoder.calls > calls and "missing" in caplog.text
