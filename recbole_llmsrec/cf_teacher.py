@@ -14,12 +14,12 @@ The teacher is always frozen and in eval mode: the originals left its dropout on
 
 from logging import getLogger
 
-from recbole.data import create_dataset
 from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.utils import set_color
 
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import derived_config
+from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.llm import freeze
 from recbole_llmsrec.utils import get_trainer

@@ -26,10 +26,20 @@ Each fix is idempotent and touches only what RecBole 1.2.1 gets wrong:
    package pins ``pandas<3`` (setup.cfg). The FutureWarning pandas 2.3 prints about it on every load,
    its ``Series.agg(len)`` deprecation, and torch's deprecation warning for ``torch.cuda.amp.GradScaler``
    in RecBole's trainer, are silenced for RecBole's modules only.
+6. RecBole's ``create_dataset`` and ``load_split_dataloaders`` ``pickle.load`` any file found at
+   ``{checkpoint_dir}/{dataset}-{DatasetClass}.pth`` / ``{checkpoint_dir}/{dataset}-for-{model}-dataloader.pth``
+   (or ``dataset_save_path`` / ``dataloaders_save_path``), whether or not ``save_dataset`` /
+   ``save_dataloaders`` is set: a file planted there runs arbitrary code. Both are replaced: the dataset
+   is always built from the atomic files and the split always made anew (a file found at those paths is
+   named in a warning and never read); ``save_dataset``, ``save_dataloaders`` and the two ``*_save_path``
+   keys are refused with the reason, because reading back what they write would need a pickle.
 """
 
 import importlib
+import os
+import uuid
 import warnings
+from logging import getLogger
 
 import numpy as np
 import torch
@@ -72,8 +82,29 @@ def _config_setstate(self, state):
             self.model_class = candidate
 
 
+def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary name in the same folder, then an atomic rename: a crash or a full
+    disk never leaves a half-written file where a good one was."""
+    partial = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        torch.save(obj, partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def unique_checkpoint_path(checkpoint_dir, prefix):
+    """``{checkpoint_dir}/{prefix}-{time}-{random}.pth``. RecBole's ``{model}-{time}.pth`` made two runs
+    started in the same second write the same file; the random part keeps their names apart."""
+    from recbole.utils import get_local_time
+
+    return os.path.join(checkpoint_dir, f"{prefix}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth")
+
+
 def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-    """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol (weights-only loadable)."""
+    """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol (weights-only
+    loadable), written atomically."""
     from recbole.utils import set_color
 
     if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -88,7 +119,7 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         "other_parameter": self.model.other_parameter(),
         "optimizer": self.optimizer.state_dict(),
     }
-    torch.save(state, saved_model_file)
+    atomic_torch_save(state, saved_model_file)
     if verbose:
         self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -132,6 +163,49 @@ def load_checkpoint(path, map_location="cpu", allow_unsafe=False):
         ) from err
 
 
+PICKLE_CACHE_KEYS = ("save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path")
+
+
+def refuse_pickle_caches(config):
+    """Refuse the RecBole settings that write (and would later unpickle) dataset/dataloader caches."""
+    for key in PICKLE_CACHE_KEYS:
+        if config[key]:
+            raise ValueError(
+                f"{key}={config[key]!r} is not supported: RecBole stores datasets and dataloaders with "
+                "pickle, and reading a pickle runs whatever code the file holds. recbole_llmsrec builds "
+                f"the dataset and the split anew in every run; remove {key} from your config.")
+
+
+def _warn_unread(path):
+    if os.path.exists(path):
+        getLogger().warning(f"{path} is ignored: RecBole's pickled dataset/dataloader caches are never "
+                            "read by recbole_llmsrec (unpickling a file runs its code).")
+
+
+def create_dataset_without_pickle(config):
+    """RecBole's ``create_dataset`` without its pickle cache: the dataset class it would pick, built
+    from the atomic files."""
+    from recbole.data.utils import ModelType
+
+    refuse_pickle_caches(config)
+    dataset_module = importlib.import_module("recbole.data.dataset")
+    dataset_class = getattr(dataset_module, config["model"] + "Dataset", None)
+    if dataset_class is None:
+        name = {ModelType.SEQUENTIAL: "SequentialDataset",
+                ModelType.KNOWLEDGE: "KnowledgeBasedDataset"}.get(config["MODEL_TYPE"], "Dataset")
+        dataset_class = getattr(dataset_module, name)
+    _warn_unread(os.path.join(config["checkpoint_dir"], f"{config['dataset']}-{dataset_class.__name__}.pth"))
+    return dataset_class(config)
+
+
+def load_split_dataloaders_never(config):
+    """Stands in for RecBole's ``load_split_dataloaders``: never unpickles, so the split is made anew."""
+    refuse_pickle_caches(config)
+    _warn_unread(os.path.join(config["checkpoint_dir"],
+                              f"{config['dataset']}-for-{config['model']}-dataloader.pth"))
+    return None
+
+
 def apply():
     """Apply every fix once; called from ``recbole_llmsrec/__init__.py``."""
     global _APPLIED
@@ -139,6 +213,8 @@ def apply():
         return
     _restore_numpy_aliases()
 
+    import recbole.data
+    import recbole.data.utils
     from recbole.config import Config as RecBoleConfig
     from recbole.trainer import Trainer
 
@@ -147,6 +223,8 @@ def apply():
     RecBoleConfig.__getstate__ = _config_getstate
     RecBoleConfig.__setstate__ = _config_setstate
     Trainer._save_checkpoint = _save_checkpoint
+    recbole.data.utils.create_dataset = recbole.data.create_dataset = create_dataset_without_pickle
+    recbole.data.utils.load_split_dataloaders = load_split_dataloaders_never
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
 
     warnings.filterwarnings(

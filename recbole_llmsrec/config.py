@@ -54,6 +54,14 @@ class Config(RecBoleConfig):
                 self.plugin_config_dict.update(self._update_internal_config_dict(path) or {})
 
 
+def require_at_least(config, key, minimum):
+    """Refuse an integer setting below ``minimum``, naming the key and the allowed range."""
+    value = config[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{key}={value!r} is not allowed: it must be an integer >= {minimum}.")
+    return value
+
+
 def derived_config(parent, model, overrides):
     """A ``Config`` for ``model`` on the same run as ``parent`` (e.g. the SASRec teacher of an LLMSRec run).
 

@@ -58,7 +58,12 @@ def _check_path(path, key):
         raise LLMLoadError(f"{key} is not set: give a Hugging Face hub id or a local model directory.")
     expanded = os.path.expanduser(path)
     if _looks_local(path) and not os.path.isdir(expanded):
-        raise _load_error(path, key, "no such local directory")
+        raise LLMLoadError(
+            f"{key}={path!r}: the local directory {os.path.abspath(expanded)} does not exist. Point {key} "
+            f"at a directory written by save_pretrained (`{key}: DIR` in your YAML or --{key}=DIR). "
+            "The offline profiles' tiny random models are "
+            f"built with `python -m recbole_llmsrec.tiny_llm {path}` (add `--architecture opt` for an "
+            "OPT, `--text-encoder DIR` for the MiniLM encoder).")
     return expanded if os.path.isdir(expanded) else path
 
 
@@ -176,6 +181,20 @@ def uses_gradient_checkpointing(model):
     """Whether HF gradient checkpointing is on anywhere in ``model`` (the flag sits on the inner
     decoder, e.g. ``OPTForCausalLM.model.decoder``)."""
     return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
+
+
+@torch.no_grad()
+def require_causal(model, key):
+    """Refuse a model whose attention is not causal (an encoder such as BERT or MiniLM) where a
+    decoder-only LM is needed: changing the last of three tokens must leave the first one's state."""
+    base = getattr(model, "base_model", model)
+    ids = torch.tensor([[1, 2, 3], [1, 2, 4]], device=next(model.parameters()).device)
+    first = base(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[:, 0].float()
+    if not torch.allclose(first[0], first[1], atol=1e-4, rtol=1e-3):
+        raise LLMLoadError(f"{key}={model.name_or_path!r} is not a causal (decoder-only) language model: "
+                           f"its attention looks ahead ({type(model).__name__}). Use a decoder such as "
+                           "Llama or OPT here.")
+    return model
 
 
 def freeze(module):

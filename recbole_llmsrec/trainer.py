@@ -10,11 +10,11 @@ import os
 
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
-from recbole.utils import get_local_time, set_color
+from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_llmsrec.cf_teacher import check_same_data, pretrain_teacher
-from recbole_llmsrec.compat import load_checkpoint
+from recbole_llmsrec.compat import atomic_torch_save, load_checkpoint, unique_checkpoint_path
 from recbole_llmsrec.evaluation import PerUserSampledEvaluation
 
 
@@ -124,13 +124,23 @@ class ValidationSchedule:
                            show_progress=show_progress, callback_fn=callback_fn)
 
 
+class CollisionFreeCheckpointName:
+    """Trainer mixin: the checkpoint is ``{model}-{time}-{random}.pth`` (``compat.unique_checkpoint_path``);
+    RecBole's ``{model}-{time}.pth`` let two runs started in the same second overwrite each other."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.saved_model_file = unique_checkpoint_path(self.checkpoint_dir, config["model"])
+
+
 @functools.cache
 def extend_trainer(trainer_class):
     """``trainer_class`` with the plugin's evaluation and schedule mixins (RecBole's trainers that do
     not derive from its ``Trainer``, e.g. the decision-tree ones, are returned unchanged)."""
     if not issubclass(trainer_class, RecBoleTrainer) or issubclass(trainer_class, ValidationSchedule):
         return trainer_class
-    return type(trainer_class.__name__, (PerUserSampledEvaluation, ValidationSchedule, trainer_class),
+    mixins = (CollisionFreeCheckpointName, PerUserSampledEvaluation, ValidationSchedule)
+    return type(trainer_class.__name__, (*mixins, trainer_class),
                 {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__})
 
 
@@ -203,9 +213,9 @@ class ALLMRecTrainer(CFTeacherTrainer):
                 total += loss.item()
             self.logger.info(f"stage 1 epoch {epoch} [alignment loss: {total / len(batches):.4f}]")
         model.finish_stage1()
-        path = os.path.join(config["checkpoint_dir"], f"ALLMRec-stage1-{get_local_time()}.pth")
         os.makedirs(config["checkpoint_dir"], exist_ok=True)
-        torch.save({"config": config, "state": model.stage1_state_dict()}, path)
+        path = unique_checkpoint_path(config["checkpoint_dir"], "ALLMRec-stage1")
+        atomic_torch_save({"config": config, "state": model.stage1_state_dict()}, path)
         self.logger.info(set_color("Stage 1 saved", "blue") + f": {path} (reuse it with "
                          f"stage1_checkpoint: {path})")
         return path

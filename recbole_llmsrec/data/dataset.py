@@ -11,13 +11,16 @@ same ordering), so the metrics compare with any RecBole model. The training spli
 """
 
 import importlib
+import os
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
-from recbole.utils import FeatureType
+from recbole.utils import FeatureType, ModelType
+
+from recbole_llmsrec.compat import create_dataset_without_pickle, refuse_pickle_caches
+from recbole_llmsrec.config import require_at_least
 
 
 def interaction_matrix(split):
@@ -117,10 +120,36 @@ class HLLMDataset(UserSequenceDataset):
         return self.config["MAX_ITEM_LIST_LENGTH"]
 
 
+def check_atomic_files(config):
+    """Refuse an atomic file with a row holding more (or fewer) fields than its header: RecBole's
+    loader shifts such a row's columns silently (a title with a raw tab in it)."""
+    separator = config["field_separator"]
+    folder, name = config["data_path"], config["dataset"]
+    for suffix in ("inter", "item", "user"):
+        path = os.path.join(folder, f"{name}.{suffix}")
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding=config["encoding"], newline="\n") as lines:
+            fields = len(next(lines, "").rstrip("\r\n").split(separator))
+            for number, line in enumerate(lines, 2):
+                found = len(line.rstrip("\r\n").split(separator))
+                if found != fields and line.strip():
+                    raise ValueError(
+                        f"{path}, line {number}: {found} fields where the header has {fields} (a value "
+                        "holding the field separator, e.g. a raw tab in a title?). Remove it from the "
+                        "value; RecBole would shift the row's columns.")
+
+
 def create_dataset(config):
-    """``<Model>Dataset`` of this plugin if there is one, else RecBole's ``create_dataset``."""
+    """``<Model>Dataset`` of this plugin if there is one, else the dataset RecBole's ``create_dataset``
+    would build; always from the atomic files, which are checked first, never from a pickled cache
+    (``compat``)."""
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        require_at_least(config, "MAX_ITEM_LIST_LENGTH", 1)
+    check_atomic_files(config)
     module = importlib.import_module(__name__)
     dataset_class = getattr(module, f"{config['model']}Dataset", None)
     if dataset_class is None:
-        return recbole_create_dataset(config)
+        return create_dataset_without_pickle(config)
+    refuse_pickle_caches(config)
     return dataset_class(config)

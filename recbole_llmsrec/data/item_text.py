@@ -127,6 +127,21 @@ def build_item_titles(dataset, config):
         raise ValueError(str(err).replace("item_text_fields entry", "item_title_field")) from None
 
 
+def without_special_tokens(texts, tokens):
+    """``texts`` with every occurrence of the ``tokens`` strings removed, however nested: removing one
+    may form another ("[History[UserOut]Emb]" becomes "[HistoryEmb]"), so removal repeats until none is
+    left. A title must never fake a soft-token slot of a prompt."""
+    cleaned = []
+    for text in texts:
+        previous = None
+        while text != previous:
+            previous = text
+            for token in tokens:
+                text = text.replace(token, "")
+        cleaned.append(text)
+    return cleaned
+
+
 def truncate_to_tokens(texts, tokenizer, max_tokens):
     """Cut each text to its first ``max_tokens`` tokens (special tokens not counted).
 

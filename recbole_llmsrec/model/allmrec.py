@@ -32,10 +32,12 @@ from torch import nn
 
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
-from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles
+from recbole_llmsrec.config import require_at_least
+from recbole_llmsrec.data.item_text import (build_item_texts, build_item_titles,
+                                            without_special_tokens)
 from recbole_llmsrec.layers import projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm, load_llm_from_config,
-                                 mean_pooled, uses_gradient_checkpointing)
+                                 mean_pooled, require_causal, uses_gradient_checkpointing)
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
 
@@ -89,6 +91,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
         # frozen: no dropout even in the train mode gradient checkpointing needs (see load_llm)
         self.llm, self.tokenizer = load_llm_from_config(config, kind="causal_lm", frozen=True)
+        require_causal(self.llm, "llm_path")  # it scores and generates answers token by token
         self.llm_checkpointing = uses_gradient_checkpointing(self.llm)
         self.tokenizer.add_tokens([USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN], special_tokens=True)
         self.tokenizer.padding_side = "right"
@@ -102,16 +105,16 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         self.user_proj = projection_mlp(cf_size, llm_size, llm_size, nn.LeakyReLU())     # log_emb_proj
         self.item_proj = projection_mlp(config["alignment_size"], llm_size, llm_size, nn.GELU())
 
-        self.titles = [t.replace(HISTORY_TOKEN, "").replace(CANDIDATE_TOKEN, "")
-                       for t in build_item_titles(dataset, config)]
+        self.titles = without_special_tokens(build_item_titles(dataset, config),
+                                             (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN))
         self.texts = [config["alignment_text_template"].replace("{text}", t)
                       for t in build_item_texts(dataset, config)]
         template = config["prompt_template"]
         if "{history}" not in template or "{candidates}" not in template:
             raise ValueError("prompt_template must contain {history} and {candidates}.")
         self.prompt_template = template
-        self.history_max_items = config["history_max_items"]
-        self.num_candidates = config["num_candidates"]
+        self.history_max_items = require_at_least(config, "history_max_items", 1)
+        self.num_candidates = require_at_least(config, "num_candidates", 2)
         self.rerank_k = config["rerank_k"]
         self.history_matrix = training_history(dataset)
         self.negative_generator = torch.Generator().manual_seed(config["seed"])

@@ -33,10 +33,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import build_item_texts
 from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation
-from recbole_llmsrec.llm import attention_kernels, load_llm_from_config
+from recbole_llmsrec.llm import attention_kernels, load_llm_from_config, require_causal
 
 
 def info_nce_loss(user, positive, negatives, logit_scale, threshold):
@@ -65,6 +66,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
                                                              frozen=self.item_llm_frozen)
         self.user_llm, _ = load_llm_from_config(config, prefix="user_llm", kind="base",
                                                 with_tokenizer=False)
+        # each position predicts the next item: a User LLM that looks ahead would see its targets
+        require_causal(self.user_llm, "user_llm_path")
         item_size = self.item_llm.get_input_embeddings().embedding_dim
         user_size = self.user_llm.get_input_embeddings().embedding_dim
         self.adapter = nn.Identity() if item_size == user_size else nn.Linear(item_size, user_size)
@@ -72,7 +75,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
                                        requires_grad=not config["freeze_item_llm"])
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config["temperature_init"])))
         self.max_logit_scale = math.log(1 / config["temperature_min"])
-        self.num_negatives = config["num_negatives"]
+        self.num_negatives = require_at_least(config, "num_negatives", 1)
         self.nce_threshold = config["nce_threshold"]
         self.item_batch_size = config["item_encode_batch_size"]
         self.autocast_dtype = config["mixed_precision"]

@@ -36,10 +36,12 @@ from transformers import DynamicCache
 
 from recbole_llmsrec.cf_teacher import build_teacher
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
-from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens
+from recbole_llmsrec.config import require_at_least
+from recbole_llmsrec.data.item_text import (build_item_titles, truncate_to_tokens,
+                                            without_special_tokens)
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation, projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm_from_config,
-                                 uses_gradient_checkpointing)
+                                 require_causal, uses_gradient_checkpointing)
 
 HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN = "[HistoryEmb]", "[UserOut]", "[ItemOut]"
 _SPLIT = "\x00"  # marks where a template's variable part starts, to find its fixed prefix
@@ -69,6 +71,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
         # frozen: no dropout even in the train mode gradient checkpointing needs (see load_llm)
         self.llm, self.tokenizer = load_llm_from_config(config, kind="base", frozen=True)
+        require_causal(self.llm, "llm_path")  # prompts are read left to right; the prefix cache too
         self.llm_checkpointing = uses_gradient_checkpointing(self.llm)
         self.tokenizer.add_tokens([HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN], special_tokens=True)
         self.tokenizer.padding_side = "right"
@@ -88,8 +91,8 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         self.user_out_embedding = nn.Parameter(torch.randn(llm_size) * std + mean)
         self.item_out_embedding = nn.Parameter(torch.randn(llm_size) * std + mean)
 
-        self.history_max_items = config["history_max_items"]
-        self.num_negatives = config["train_negatives"]
+        self.history_max_items = require_at_least(config, "history_max_items", 1)
+        self.num_negatives = require_at_least(config, "train_negatives", 1)
         self.uniformity_weight = config["uniformity_weight"]
         self.distill_weight = config["distill_weight"]
         self.llm_eval_batch_size = config["llm_eval_batch_size"]
@@ -117,9 +120,8 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
                 raise ValueError(f"{name} must contain {list(needed)}; missing {missing}.")
 
     def _titles(self, config, dataset):
-        texts = build_item_titles(dataset, config)
-        for token in (HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN):  # a title must not fake a slot
-            texts = [t.replace(token, "") for t in texts]
+        texts = without_special_tokens(build_item_titles(dataset, config),
+                                       (HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN))
         return truncate_to_tokens(texts, self.tokenizer, config["max_title_tokens"])
 
     def _time_list_field(self, config, dataset):
