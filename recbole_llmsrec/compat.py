@@ -82,16 +82,21 @@ def _config_setstate(self, state):
             self.model_class = candidate
 
 
-def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary name in the same folder, then an atomic rename: a crash or a full
-    disk never leaves a half-written file where a good one was."""
+def atomic_write(path, write):
+    """``write(temporary_path)`` in the same folder, then an atomic rename onto ``path``: readers see the
+    old file or the new one, and a crash or a full disk never leaves a half-written file behind."""
     partial = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        torch.save(obj, partial)
+        write(partial)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` through ``atomic_write``."""
+    atomic_write(path, lambda partial: torch.save(obj, partial))
 
 
 def unique_checkpoint_path(checkpoint_dir, prefix):

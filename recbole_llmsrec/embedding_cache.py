@@ -21,6 +21,8 @@ from logging import getLogger
 import torch
 from tqdm import tqdm
 
+from recbole_llmsrec.compat import atomic_torch_save, atomic_write
+
 CACHE_SUBDIR = "item_embedding_cache"
 
 
@@ -56,17 +58,6 @@ def _checksum(tensor):
 
 def _sidecar(path):
     return os.path.splitext(path)[0] + ".json"
-
-
-def _atomic_write(path, write):
-    """``write(temporary_path)``, then move it onto ``path``: readers see the old file or the new one."""
-    partial = f"{path}.{os.getpid()}.tmp"
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def _write_json(meta, path):
@@ -135,7 +126,7 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
     os.makedirs(os.path.dirname(path), exist_ok=True)
     meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype),
             "sha256": _checksum(embeddings)}
-    _atomic_write(path, lambda partial: torch.save(embeddings, partial))
-    _atomic_write(_sidecar(path), lambda partial: _write_json(meta, partial))  # the pair now validates
+    atomic_torch_save(embeddings, path)
+    atomic_write(_sidecar(path), lambda partial: _write_json(meta, partial))  # the pair now validates
     return embeddings
 
