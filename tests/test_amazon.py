@@ -402,3 +402,24 @@ def test_odd_ids_and_values_are_malformed_not_fatal(tmp_path):
     assert stats["meta lines malformed (skipped)"] == 1
     _, items = read_table(tmp_path / "out" / "t" / "t.item")
     assert {row[0]: row[1:4] for row in items} == {"i1": ["One", "", "Books"], "i2": ["Two ?", "", ""]}
+
+
+def test_work_folders_of_killed_runs_are_removed_but_not_those_of_live_ones(tmp_path):
+    import subprocess
+    import sys
+
+    reviews, meta = tmp_path / "r.json", tmp_path / "m.json"
+    reviews.write_text("".join(json.dumps({"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0,
+                                           "unixReviewTime": 1000 + i}) + "\n"
+                               for u in range(3) for i in range(3)))
+    meta.write_text("".join(json.dumps({"asin": f"I{i}", "title": f"T{i}"}) + "\n" for i in range(3)))
+    folder = tmp_path / "out" / "Tiny"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    abandoned, live = folder / f".Tiny.tmp-{dead}-abc", folder / f".Tiny.tmp-{os.getpid()}-def"
+    for work in (abandoned, live):
+        work.mkdir(parents=True)
+        (work / "raw.bin").write_bytes(b"x")
+    main([str(reviews), str(meta), "--name", "Tiny", "--out", str(tmp_path / "out"), "--k-core", "0"])
+    assert (folder / "Tiny.inter").exists()
+    assert not abandoned.exists() and live.exists()

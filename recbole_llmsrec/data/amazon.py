@@ -59,6 +59,7 @@ one chunk) at a time.
 
 import argparse
 import ast
+import glob
 import gzip
 import hashlib
 import html
@@ -257,8 +258,9 @@ class Converter:
                 raise ConversionError(f"{role} file not found: {path}")
         self._check_targets()
         created, published = self._make_folder(), False
+        self._remove_abandoned_work()
         try:
-            self.work = tempfile.mkdtemp(prefix=f".{self.name}.tmp-", dir=self.folder)
+            self.work = tempfile.mkdtemp(prefix=f".{self.name}.tmp-{os.getpid()}-", dir=self.folder)
             lines = self._parse()
             buckets = self._partition()
             self._dedupe(buckets)
@@ -296,6 +298,14 @@ class Converter:
                         break
         self.stats["lines/s"] = lines / (time.perf_counter() - start)
         return self.stats
+
+    def _remove_abandoned_work(self):
+        """Work folders of earlier runs that were killed (SIGKILL leaves no chance to clean up) are
+        removed: each is named with its run's process id, and that process no longer exists."""
+        for work in glob.glob(os.path.join(glob.escape(self.folder), f".{glob.escape(self.name)}.tmp-*-*")):
+            pid = os.path.basename(work).rsplit(".tmp-", 1)[1].split("-")[0]
+            if pid.isdigit() and not _process_exists(int(pid)):
+                shutil.rmtree(work, ignore_errors=True)
 
     def _check_targets(self):
         """Refuse to replace existing output without ``overwrite``, or output that is a folder."""
@@ -510,6 +520,16 @@ class Converter:
                            "items without metadata": len(wanted) - len(written),
                            "share of items with title": titled / n_items,
                            "share of items with description": described / n_items})
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def fraction(text):
