@@ -100,13 +100,13 @@ class HistoryExcludingSampler:
         self.phase, self.interacted, self.seed = phase, interacted, seed
         self.weights = np.asarray(weights, dtype=np.float64)
         self.cumulative = np.cumsum(self.weights / self.weights.sum())
+        self.drawable = np.flatnonzero(self.weights > 0)
 
     def _draw(self, user, occurrence, num):
         rng = np.random.default_rng([self.seed, PHASES.index(self.phase), int(user), occurrence])
         seen = self.interacted.indices[self.interacted.indptr[user]:self.interacted.indptr[user + 1]]
-        allowed = np.flatnonzero(self.weights > 0)
-        if 2 * num > len(allowed) - len(seen):  # dense case: choose from the complement directly
-            allowed = np.setdiff1d(allowed, seen)
+        if 2 * num > len(self.drawable) - len(seen):  # dense case: choose from the complement directly
+            allowed = np.setdiff1d(self.drawable, seen)
             weights = self.weights[allowed]
             return rng.choice(allowed, size=num, replace=False, p=weights / weights.sum())
         chosen = np.empty(0, dtype=np.int64)
@@ -176,10 +176,10 @@ def data_preparation(config, dataset):
             weights = _negative_weights(config, phase, histories, split.item_num)
             users = split.inter_feat[split.uid_field].numpy()
             most_seen = int(np.diff(histories.interacted.indptr)[users].max(initial=0))
-            _check_sample_size(config, phase, split, int((weights > 0).sum()) - most_seen,
+            sampler = HistoryExcludingSampler(phase, histories.interacted, weights, config["seed"])
+            _check_sample_size(config, phase, split, len(sampler.drawable) - most_seen,
                                "items outside the history of its most active user "
                                "(eval_neg_exclude_history: True)")
-            sampler = HistoryExcludingSampler(phase, histories.interacted, weights, config["seed"])
             loaders[phase] = NegSampleEvalDataLoader(config, split, sampler, shuffle=False)
     if mask or exclude:
         getLogger().info(f"Evaluation protocol: eval_mask_history={mask}, "
@@ -208,12 +208,12 @@ class PerUserSampledEvaluation:
 
     def _neg_sample_batch_eval(self, batched_data):
         interaction, row_idx, positive_u, positive_i = batched_data
-        first_row = first_rows(row_idx)  # RecBole's row_idx: each row's user, 0 .. users - 1
-        several_prefixes = (self.config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-                            and len(positive_u) > len(first_row))
-        if (self.config["eval_type"] != EvaluatorType.RANKING or several_prefixes
+        if (self.config["eval_type"] != EvaluatorType.RANKING  # labeled mode: no row index at all
                 or not scores_candidates_from_full_sort(self.model)):
             return super()._neg_sample_batch_eval(batched_data)
+        first_row = first_rows(row_idx)  # RecBole's row_idx: each row's user, 0 .. users - 1
+        if self.config["MODEL_TYPE"] == ModelType.SEQUENTIAL and len(positive_u) > len(first_row):
+            return super()._neg_sample_batch_eval(batched_data)  # several prefixes per user
         try:
             user_scores = self.model.full_sort_predict(interaction[first_row].to(self.device))
         except NotImplementedError:

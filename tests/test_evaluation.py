@@ -173,6 +173,18 @@ def test_per_user_path_keeps_recbole_metrics_where_it_cannot_apply(small_sasrec_
                                                            test_data)
 
 
+def test_labeled_value_evaluation_of_a_context_model_keeps_recbole_path(tmp_path):
+    # RecBole's labeled mode (AUC/LogLoss, context-aware models) hands the trainer no row index
+    from recbole_llmsrec import run_recbole
+
+    result = run_recbole("FM", "ml-100k", config_dict={
+        "use_gpu": False, "epochs": 1, "show_progress": False, "checkpoint_dir": str(tmp_path),
+        "threshold": {"rating": 4}, "user_inter_num_interval": "[0,40]", "metrics": ["AUC"],
+        "valid_metric": "AUC", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO",
+                                             "mode": "labeled"}})
+    assert 0 < result["test_result"]["auc"] < 1
+
+
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     return build_tiny_llm(str(tmp_path_factory.mktemp("llm") / "tiny-llama"), hidden_size=32)
