@@ -20,6 +20,7 @@ from recbole.utils import set_color
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import derived_config
 from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.distributed import as_single_process
 from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.llm import freeze
 from recbole_llmsrec.utils import get_trainer
@@ -109,7 +110,7 @@ def pretrain_teacher(config, show_progress=False):
     evaluation protocol (``cf_config`` may override it) by the trainer any SASRec run gets.
     """
     logger = getLogger()
-    cf_config = teacher_config(config)
+    cf_config = as_single_process(teacher_config(config))  # in a distributed job: rank 0 alone
     logger.info(set_color("Pre-training the SASRec teacher", "green") + f": {config['cf_config']}")
     train_data, valid_data, test_data = data_preparation(cf_config, create_dataset(cf_config))
     teacher = SASRec(cf_config, train_data._dataset).to(cf_config["device"])

@@ -33,6 +33,11 @@ Each fix is idempotent and touches only what RecBole 1.2.1 gets wrong:
    is always built from the atomic files and the split always made anew (a file found at those paths is
    named in a warning and never read); ``save_dataset``, ``save_dataloaders`` and the two ``*_save_path``
    keys are refused with the reason, because reading back what they write would need a pickle.
+7. RecBole's distributed training initialises NCCL whatever the device (no CPU run), wraps the whole
+   model in ``DistributedDataParallel`` (frozen LLMs included, CUDA only), and saves from every node's
+   local rank 0. Its device set-up, model wrapping and ``Trainer._train_epoch`` are replaced by
+   ``recbole_llmsrec.distributed``; checkpoints are saved by global rank 0 only, gathered first under
+   FSDP, and the other ranks wait until the file is complete.
 """
 
 import importlib
@@ -109,24 +114,34 @@ def unique_checkpoint_path(checkpoint_dir, prefix):
 
 def _save_checkpoint(self, epoch, verbose=True, **kwargs):
     """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol (weights-only
-    loadable), written atomically."""
+    loadable), written atomically, by global rank 0 only (item 7)."""
     from recbole.utils import set_color
 
-    if not self.config["single_spec"] and self.config["local_rank"] != 0:
-        return
+    from recbole_llmsrec import distributed
+
+    state_dict, optimizer_state = distributed.full_training_state(self.model, self.optimizer)
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-    state = {
-        "config": self.config,
-        "epoch": epoch,
-        "cur_step": self.cur_step,
-        "best_valid_score": float(self.best_valid_score),
-        "state_dict": self.model.state_dict(),
-        "other_parameter": self.model.other_parameter(),
-        "optimizer": self.optimizer.state_dict(),
-    }
-    atomic_torch_save(state, saved_model_file)
-    if verbose:
-        self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+    if distributed.rank() == 0:
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": state_dict,
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": optimizer_state,
+        }
+        atomic_torch_save(state, saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+    if distributed.is_distributed(self.config):
+        torch.distributed.barrier()  # no rank reads the best model before it is on disk
+
+
+def _trainer_init_without_ddp(self, config, model):
+    """RecBole's ``AbstractTrainer.__init__`` without its DDP wrapping (``distributed.train_epoch``
+    wraps the trainable part when training starts)."""
+    self.config, self.model = config, model
 
 
 def checkpoint_safe_globals():
@@ -222,12 +237,17 @@ def apply():
     import recbole.data.utils
     from recbole.config import Config as RecBoleConfig
     from recbole.trainer import Trainer
+    from recbole.trainer.trainer import AbstractTrainer
+
+    from recbole_llmsrec import distributed
 
     importlib.import_module("recbole.model.sequential_recommender")  # runs sine.py's global switch once
     torch.autograd.set_detect_anomaly(False)
     RecBoleConfig.__getstate__ = _config_getstate
     RecBoleConfig.__setstate__ = _config_setstate
     Trainer._save_checkpoint = _save_checkpoint
+    Trainer._train_epoch = distributed.train_epoch
+    AbstractTrainer.__init__ = _trainer_init_without_ddp
     recbole.data.utils.create_dataset = recbole.data.create_dataset = create_dataset_without_pickle
     recbole.data.utils.load_split_dataloaders = load_split_dataloaders_never
     torch.serialization.add_safe_globals(checkpoint_safe_globals())

@@ -11,6 +11,7 @@ import os
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_llmsrec import distributed
 from recbole_llmsrec.utils import get_model, is_plugin_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
@@ -31,6 +32,12 @@ class Config(RecBoleConfig):
             if isinstance(default, dict) and isinstance(given, dict):
                 final[key] = {**default, **given}
         return final
+
+    def _init_device(self):
+        # a torchrun or --nproc launch joins its process group here (NCCL on GPU, gloo on CPU)
+        if distributed.launched_by_torchrun() or "local_rank" in self.final_config_dict:
+            return distributed.join_process_group(self.final_config_dict)
+        return super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
         if isinstance(model, str):

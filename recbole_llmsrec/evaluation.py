@@ -34,6 +34,7 @@ from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoa
 from recbole.utils import EvaluatorType, ModelType
 
 from recbole_llmsrec.data.dataset import interaction_matrix
+from recbole_llmsrec.distributed import per_process_batch
 from recbole_llmsrec.layers import first_rows
 
 PHASES = ("valid", "test")
@@ -156,7 +157,8 @@ def data_preparation(config, dataset):
     """RecBole's ``data_preparation`` with the plugin's evaluation protocol applied to the valid and test
     loaders of sequential models (``eval_mask_history``, ``eval_neg_exclude_history``, sample sizes
     checked). General models already get RecBole's masking and history-aware negatives."""
-    train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
+    with per_process_batch(config):
+        train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         return train_data, valid_data, test_data
 

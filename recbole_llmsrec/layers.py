@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from recbole_llmsrec.distributed import sharded_rows
+
 
 def projection_mlp(in_size, hidden_size, out_size, activation):
     """Linear -> LayerNorm -> activation -> Linear, Xavier-normal weights: the projector/head shape of
@@ -18,8 +20,9 @@ def projection_mlp(in_size, hidden_size, out_size, activation):
 
 class ItemMatrixPerEvaluation:
     """Mixin for a model that scores users against every item's representation: ``item_matrix()``
-    builds it with ``compute_item_matrix()`` once per evaluation pass (row 0 = padding, zeros) and keeps
-    it until the model trains again or loads other weights. ``item_matrix_computations`` counts builds."""
+    builds it with ``compute_item_matrix(items)`` once per evaluation pass (row 0 = padding, zeros) and
+    keeps it until the model trains again or loads other weights. ``item_matrix_computations`` counts
+    builds. In a distributed run each rank computes a disjoint shard of the items (``self.config``)."""
 
     _item_matrix = None
     item_matrix_computations = 0
@@ -27,7 +30,8 @@ class ItemMatrixPerEvaluation:
     @torch.no_grad()
     def item_matrix(self):
         if self._item_matrix is None:
-            matrix = self.compute_item_matrix()
+            items = torch.arange(1, self.n_items, device=self.item_embedding_device())
+            matrix = sharded_rows(self.compute_item_matrix, items, self.config)
             self._item_matrix = torch.cat([torch.zeros_like(matrix[:1]), matrix])
             self.item_matrix_computations += 1
         return self._item_matrix

@@ -6,24 +6,34 @@ RecBole's for the same config and seed; the split goes through ``evaluation.data
 trainer through ``get_trainer``, which add the plugin's evaluation protocol options (off by default)
 and score sampled modes once per user (same metrics as RecBole's per-row path). For this plugin's models the thop FLOPs count is skipped: it
 would push a sample through a multi-billion-parameter LLM only to log a number thop cannot count.
-Single process only (RecBole's ``nproc``/``world_size`` multi-GPU launch is not wrapped).
+
+Several processes (``recbole_llmsrec.distributed``): start this under ``torchrun``, or pass RecBole's
+``--nproc=N`` (and ``--world_size``/``--ip``/``--port``/``--group_offset`` for several machines), which
+spawns the N processes here as RecBole's ``run`` does. Every rank builds its model from ``seed`` (the
+same initial weights everywhere) and then reseeds with ``seed + rank`` (its own dropout and sampling);
+RecBole seeds ``seed + local_rank`` before building. Ranks other than 0 log errors only.
+``--evaluate=CHECKPOINT`` evaluates a saved model on the test split without training.
 """
 
 import argparse
+import logging
 import sys
 from logging import getLogger
 
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
+from recbole_llmsrec.cf_teacher import data_differences
+from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.distributed import is_distributed, rank
 from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
-                checkpoint=None):
+                checkpoint=None, evaluate=None):
     """Train and test ``model`` on ``dataset``; RecBole's ``run_recbole`` plus the plugin's models.
 
     Args:
@@ -33,6 +43,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         config_dict (dict): parameters that override the files.
         saved (bool): save the best model under ``checkpoint_dir`` and test with it.
         checkpoint (str): a checkpoint written by an earlier run of the same config to resume from.
+        evaluate (str): a checkpoint of this model and data to evaluate on the test split, untrained.
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``
@@ -41,7 +52,10 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    if rank() == 0:
+        init_logger(config)
+    else:  # no log file of its own: rank 0's is the run's log
+        logging.basicConfig(level=logging.ERROR, handlers=[logging.StreamHandler()], force=True)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
@@ -50,15 +64,19 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed(config["seed"], config["reproducibility"])  # = RecBole's seed + local_rank in one process
     model_class = get_model(config["model"])
     model = model_class(config, train_data._dataset).to(config["device"])
+    if is_distributed(config):
+        init_seed(config["seed"] + rank(), config["reproducibility"])
     logger.info(model)
     if not is_plugin_model(model_class):
         flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if evaluate:
+        return {"test_result": evaluate_checkpoint(trainer, test_data, evaluate)}
     if checkpoint:
         trainer.resume_checkpoint(checkpoint)
 
@@ -82,6 +100,27 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     }
 
 
+def evaluate_checkpoint(trainer, test_data, path):
+    """RecBole's test of the model saved at ``path`` (refused if it is another model or other data)."""
+    config = trainer.config
+    saved = load_checkpoint(path, map_location="cpu")["config"]
+    differences = data_differences(config, saved)
+    if saved["model"] != config["model"] or differences:
+        raise ValueError(f"--evaluate={path} holds a {saved['model']} trained with other settings than "
+                         f"this {config['model']} run: {differences or 'another model'}. Pass the same "
+                         "--model, --dataset and config files as its training run.")
+    test_result = trainer.evaluate(test_data, load_best_model=True, model_file=path,
+                                   show_progress=config["show_progress"])
+    getLogger().info(set_color("test result", "yellow") + f": {test_result}")
+    return test_result
+
+
+def spawned_run(local_rank, kwargs):
+    """One of the ``--nproc`` processes (``torch.multiprocessing.spawn`` passes its index first)."""
+    kwargs["config_dict"] = {**kwargs["config_dict"], "local_rank": local_rank}
+    run_recbole(**kwargs)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Run a RecBole or recbole-llmsrec model. Any other --key=value overrides that "
@@ -93,6 +132,14 @@ def build_parser():
                         help="space-separated YAML files, later ones win")
     parser.add_argument("--checkpoint", default=None,
                         help="resume training from this checkpoint (a .pth under checkpoint_dir)")
+    parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                        help="evaluate this saved model on the test split, without training")
+    launch = parser.add_argument_group("RecBole's multi-process launch (or use torchrun)")
+    launch.add_argument("--nproc", type=int, default=1, help="processes on this machine")
+    launch.add_argument("--world_size", type=int, default=-1, help="processes on all machines")
+    launch.add_argument("--ip", default="localhost", help="address of the machine of rank 0")
+    launch.add_argument("--port", default="5678", help="free port on the machine of rank 0")
+    launch.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     return parser
 
 
@@ -105,8 +152,17 @@ def main(argv=None):
     # RecBole's Config reads --key=value pairs from sys.argv itself; leave it only the overrides
     sys.argv = [sys.argv[0]] + overrides
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
-    run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
-                checkpoint=args.checkpoint)
+    kwargs = dict(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
+                  checkpoint=args.checkpoint, evaluate=args.evaluate)
+    if args.nproc == 1 and args.world_size <= 0:
+        run_recbole(**kwargs)
+        return
+    import torch.multiprocessing
+
+    world_size = args.nproc if args.world_size == -1 else args.world_size
+    kwargs["config_dict"] = {"world_size": world_size, "ip": args.ip, "port": args.port,
+                             "nproc": args.nproc, "offset": args.group_offset}
+    torch.multiprocessing.spawn(spawned_run, args=(kwargs,), nprocs=args.nproc, join=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ once per user (``evaluation.PerUserSampledEvaluation``) and offers LLM-SRec's op
 """
 
 import functools
+import math
 import os
 
 import torch
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from recbole_llmsrec.cf_teacher import check_same_data, pretrain_teacher
 from recbole_llmsrec.compat import atomic_torch_save, load_checkpoint, unique_checkpoint_path
+from recbole_llmsrec.distributed import DistributedTrainer, accumulation_steps, run_once
 from recbole_llmsrec.evaluation import PerUserSampledEvaluation
 
 
@@ -34,6 +36,15 @@ def batches_before(part_index, batches, parts):
     batches is cut into ``parts`` parts): whole epochs, then the earlier parts of the current one."""
     epochs, part = divmod(part_index, parts)
     return epochs * batches + sum(batches // parts + (p < batches % parts) for p in range(part))
+
+
+def optimizer_steps_before(part_index, batches, parts, accumulation):
+    """Optimizer steps taken before part ``part_index`` when each part's batches are grouped by
+    ``gradient_accumulation_steps`` (a part's last group may be shorter)."""
+    epochs, part = divmod(part_index, parts)
+    per_part = [math.ceil((batches_before(p + 1, batches, parts) - batches_before(p, batches, parts))
+                          / accumulation) for p in range(parts)]
+    return epochs * sum(per_part) + sum(per_part[:part])
 
 
 class EpochInParts:
@@ -135,11 +146,12 @@ class CollisionFreeCheckpointName:
 
 @functools.cache
 def extend_trainer(trainer_class):
-    """``trainer_class`` with the plugin's evaluation and schedule mixins (RecBole's trainers that do
-    not derive from its ``Trainer``, e.g. the decision-tree ones, are returned unchanged)."""
+    """``trainer_class`` with the plugin's evaluation, schedule and distributed mixins (RecBole's trainers
+    that do not derive from its ``Trainer``, e.g. the decision-tree ones, are returned unchanged)."""
     if not issubclass(trainer_class, RecBoleTrainer) or issubclass(trainer_class, ValidationSchedule):
         return trainer_class
-    mixins = (CollisionFreeCheckpointName, PerUserSampledEvaluation, ValidationSchedule)
+    # DistributedTrainer first: its __init__ shares rank 0's checkpoint name, chosen by the next one
+    mixins = (DistributedTrainer, CollisionFreeCheckpointName, PerUserSampledEvaluation, ValidationSchedule)
     return type(trainer_class.__name__, (*mixins, trainer_class),
                 {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__})
 
@@ -163,8 +175,8 @@ class CFTeacherTrainer(Trainer):
 
     def run_pending_stages(self, train_data, show_progress):
         """The stages before the model's own training that are not done yet (here: the teacher)."""
-        if not bool(self.model.cf_teacher_ready):
-            path = pretrain_teacher(self.config, show_progress=show_progress)
+        if not bool(self.model.cf_teacher_ready):  # rank 0 trains it, the other ranks load it
+            path = run_once(self.config, lambda: pretrain_teacher(self.config, show_progress=show_progress))
             self.model.load_cf_teacher(load_checkpoint(path, map_location=self.device)["state_dict"])
 
 
@@ -191,7 +203,9 @@ class ALLMRecTrainer(CFTeacherTrainer):
             return
         super().run_pending_stages(train_data, show_progress)
         if not bool(self.model.stage_done[1]):
-            self.train_alignment(train_data._dataset, show_progress)
+            path = run_once(self.config, lambda: self.train_alignment(train_data._dataset, show_progress))
+            if not bool(self.model.stage_done[1]):  # a rank that waited for rank 0's stage 1
+                self.model.load_stage1_state_dict(load_checkpoint(path, map_location=self.device)["state"])
 
     def train_alignment(self, dataset, show_progress=False):
         """Stage 1 over every training user once per epoch, shuffled (seeded), one step per batch."""
@@ -224,18 +238,19 @@ class ALLMRecTrainer(CFTeacherTrainer):
 class HLLMTrainer(Trainer):
     """RecBole's Trainer with HLLM's schedule (spec 4): linear warm-up over ``warmup_ratio`` of all
     steps, then cosine decay to 0, stepped after every optimizer step (through an optimizer hook, so
-    RecBole's training loop runs unchanged). A resumed run continues the schedule where it stopped."""
+    RecBole's training loop runs unchanged; with ``gradient_accumulation_steps`` a step is one group of
+    batches). A resumed run continues the schedule where it stopped."""
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
         from transformers import get_cosine_schedule_with_warmup
 
-        total = self.epochs * len(train_data)
+        parts, accumulation = epoch_parts(self.config, train_data), accumulation_steps(self.config)
+        total = optimizer_steps_before(self.epochs * parts, len(train_data), parts, accumulation)
         scheduler = get_cosine_schedule_with_warmup(
             self.optimizer, int(self.config["warmup_ratio"] * total), total)
         # RecBole's start_epoch counts parts of epochs when validations_per_epoch cuts them
-        for _ in range(batches_before(self.start_epoch, len(train_data),
-                                      epoch_parts(self.config, train_data))):
+        for _ in range(optimizer_steps_before(self.start_epoch, len(train_data), parts, accumulation)):
             scheduler.step()
         self.scheduler = scheduler
         hook = self.optimizer.register_step_post_hook(lambda *_: scheduler.step())

@@ -35,6 +35,7 @@ from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import (build_item_texts, build_item_titles,
                                             without_special_tokens)
+from recbole_llmsrec.distributed import rank
 from recbole_llmsrec.layers import projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm, load_llm_from_config,
                                  mean_pooled, require_causal, uses_gradient_checkpointing)
@@ -117,7 +118,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         self.num_candidates = require_at_least(config, "num_candidates", 2)
         self.rerank_k = config["rerank_k"]
         self.history_matrix = training_history(dataset)
-        self.negative_generator = torch.Generator().manual_seed(config["seed"])
+        # each rank draws its own negatives (one process: seed + 0)
+        self.negative_generator = torch.Generator().manual_seed(config["seed"] + rank())
         self.seed = config["seed"]
         self._title_token_cache = {}
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import build_item_texts
+from recbole_llmsrec.distributed import is_distributed, rank, run_once, same_forward_count
 from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation
 from recbole_llmsrec.llm import attention_kernels, load_llm_from_config, require_causal
@@ -87,7 +88,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         self.item_token_ids = [[]] + encoded  # padding item 0 is never encoded
         self.config = config
         self._frozen_table = None
-        self.negative_generator = torch.Generator().manual_seed(config["seed"])
+        # negatives are drawn per rank, as in the original (one process: seed + 0)
+        self.negative_generator = torch.Generator().manual_seed(config["seed"] + rank())
         self.items_encoded = 0  # rows through the Item LLM, to check each distinct item runs once
 
     def _autocast(self, device):
@@ -134,11 +136,16 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
             identity = (f"{encoder_identity(self.item_llm, config['item_llm_path'])}|[ITEM] {token}"
                         f"|max_text_length {config['max_text_length']}")
             item_of_text = {text: item for item, text in enumerate(self.item_texts, 1)}
-            table = cached_item_embeddings(
-                self.item_texts, lambda texts: self._encode_batch([item_of_text[t] for t in texts]),
-                cache_dir=config["checkpoint_dir"], encoder_id=identity,
-                template=config["item_prompt"] + config["item_text_template"],
-                batch_size=self.item_batch_size, show_progress=config["show_progress"])
+            def cached_table():
+                return cached_item_embeddings(
+                    self.item_texts, lambda texts: self._encode_batch([item_of_text[t] for t in texts]),
+                    cache_dir=config["checkpoint_dir"], encoder_id=identity,
+                    template=config["item_prompt"] + config["item_text_template"],
+                    batch_size=self.item_batch_size, show_progress=config["show_progress"])
+
+            if is_distributed(config):  # rank 0 fills the cache once; every rank then reads it
+                run_once(config, lambda: cached_table() is not None)
+            table = cached_table()
             self._frozen_table = torch.cat([torch.zeros_like(table[:1]), table])
         return self._frozen_table.to(self.item_token.device)
 
@@ -147,10 +154,15 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         if not self.item_token.requires_grad:  # frozen Item LLM: no forward, read the cached table
             return self.adapter(self.frozen_item_table()[items])
         items = items.tolist()
-        by_item = {}
-        for batch in self.length_batches(items):
-            by_item.update(zip(batch, self._encode_batch(batch)))
-        return self.adapter(torch.stack([by_item[i] for i in items]))
+        batches, fillers = same_forward_count(self.length_batches(items), [1], self.config)
+        by_item, filler_anchor = {}, 0.0
+        for index, batch in enumerate(batches):
+            encoded = self._encode_batch(batch)
+            if index < len(batches) - fillers:
+                by_item.update(zip(batch, encoded))
+            else:  # FSDP: a forward only to match the other ranks' count; its backward must run too
+                filler_anchor = filler_anchor + 0.0 * encoded.sum()
+        return self.adapter(torch.stack([by_item[i] for i in items]) + filler_anchor)
 
     # ----- User LLM ---------------------------------------------------------------------------
     def _user_states(self, item_embeddings, mask):
@@ -183,9 +195,12 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
                              self.logit_scale, self.nce_threshold)
 
     # ----- evaluation -------------------------------------------------------------------------
-    def compute_item_matrix(self):
-        """Every item's embedding (User LLM space), length-sorted batches through the Item LLM."""
-        return self.encode_items(torch.arange(1, self.n_items, device=self.item_token.device))
+    def item_embedding_device(self):
+        return self.item_token.device
+
+    def compute_item_matrix(self, items):
+        """The embeddings (User LLM space) of ``items``, length-sorted batches through the Item LLM."""
+        return self.encode_items(items)
 
     @torch.no_grad()
     def user_vectors(self, interaction):

@@ -39,6 +39,7 @@ from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import (build_item_titles, truncate_to_tokens,
                                             without_special_tokens)
+from recbole_llmsrec.distributed import rank
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation, projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm_from_config,
                                  require_causal, uses_gradient_checkpointing)
@@ -105,7 +106,9 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         self.time_list_field = self._time_list_field(config, dataset)
         self.time_scale = {"s": 1.0, "ms": 1e-3}[config["time_field_unit"]]
 
-        self.negative_generator = torch.Generator().manual_seed(config["seed"])
+        self.config = config
+        # each rank draws its own negatives (one process: seed + 0)
+        self.negative_generator = torch.Generator().manual_seed(config["seed"] + rank())
         self.history_matrix = training_history(dataset)
         self._prefix_kv = {}
 
@@ -269,9 +272,11 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         return rec_loss, self.distill_weight * distill
 
     # ----- evaluation -------------------------------------------------------------------------
-    def compute_item_matrix(self):
-        """Every item's representation by batches of ``llm_eval_batch_size`` prompts."""
-        items = torch.arange(1, self.n_items, device=self.user_out_embedding.device)
+    def item_embedding_device(self):
+        return self.user_out_embedding.device
+
+    def compute_item_matrix(self, items):
+        """The representations of ``items`` by batches of ``llm_eval_batch_size`` prompts."""
         return torch.cat([self.item_representation(chunk)
                           for chunk in items.split(self.llm_eval_batch_size)])
 

@@ -1,0 +1,401 @@
+"""torch.distributed for every model run through the plugin, RecBole's and ours (README "Multi-GPU and
+multi-node").
+
+A run is distributed when its process was started by ``torchrun`` (``RANK``/``WORLD_SIZE`` in the
+environment) or by RecBole's ``--nproc`` spawn (``local_rank``/``world_size``/``ip``/``port`` in the
+config); the rule everywhere is RecBole's ``single_spec``. The process joins the group when its
+``Config`` is built (``join_process_group``): NCCL on GPU, gloo on CPU (RecBole 1.2.1 hard-codes NCCL,
+which cannot run on CPU), with ``distributed_timeout_minutes``.
+
+Training (``train_epoch``, which replaces RecBole's ``Trainer._train_epoch`` for every trainer):
+
+- ``distributed_strategy: ddp`` (default). The model's ``calculate_loss`` runs through torch's
+  ``DistributedDataParallel`` over the parameters that train; frozen ones (a frozen LLM, the SASRec
+  teacher) and buffers are left out of its broadcasts and gradient buckets. RecBole's own wrapping
+  (every parameter, CUDA only, a forward hook hack) is not used.
+- ``distributed_strategy: fsdp``: torch's FSDP2 ``fully_shard`` on every transformer layer that trains,
+  then on the whole model, with a bf16 ``MixedPrecisionPolicy`` on GPU when ``mixed_precision`` says
+  so. Parameters, gradients and optimizer states are sharded. Every rank must then run the same
+  number of forwards of a sharded layer per step (``same_forward_count``).
+- ``gradient_accumulation_steps`` (A): the optimizer steps once per A batches (gradients synchronised
+  on the last one only); the loss of each batch is divided by the number of batches of its group.
+  Global batch = ``train_batch_size`` x A x world size: ``train_batch_size`` is per process (RecBole
+  divides it by the world size; here it is not).
+
+Evaluation: each rank scores the users RecBole's ``DistributedSampler`` gives it, and the per-user
+rows the metrics are computed from are all-gathered and put back in single-process order
+(``gather_eval_rows``), so RecBole's metrics are those of one process. A catalogue encoded per
+evaluation pass is encoded in disjoint shards, one per rank, and all-gathered (``sharded_rows``).
+Work that must happen once per job (the SASRec teacher, A-LLMRec's stage 1, filling an embedding
+cache) runs on rank 0 while the others wait (``run_once``). Checkpoints are full state dicts in the
+single-process format, written by rank 0 after an FSDP gather; with several machines
+``checkpoint_dir`` must be on a filesystem every machine reads.
+"""
+
+import contextlib
+import math
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+STRATEGIES = ("ddp", "fsdp")
+FSDP_METHODS = ("calculate_loss", "predict", "full_sort_predict")
+
+
+def is_distributed(config):
+    return not config["single_spec"]
+
+
+def rank():
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def launched_by_torchrun():
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def join_process_group(final):
+    """Join (once per process) the group a torchrun or RecBole ``--nproc`` launch set up, and set
+    ``device``, ``single_spec``, ``world_size`` and the quiet logging of ranks other than 0."""
+    gpu_ids = [g for g in str(final["gpu_id"]).split(",") if g.strip()]
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", final.get("nproc") or 1))
+    if len(gpu_ids) >= local_world:  # RecBole's convention; else torchrun's: every visible GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    if launched_by_torchrun():
+        final["local_rank"] = int(os.environ["LOCAL_RANK"])
+        global_rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        init_method = "env://"
+    else:
+        global_rank, world = final["local_rank"] + (final.get("offset") or 0), final["world_size"]
+        init_method = f"tcp://{final['ip']}:{final['port']}"
+    strategy = final.get("distributed_strategy") or "ddp"
+    if strategy not in STRATEGIES:
+        raise ValueError(f"distributed_strategy={strategy!r} is not one of {STRATEGIES}.")
+    cuda = torch.cuda.is_available() and bool(gpu_ids)
+    if cuda:
+        torch.cuda.set_device(final["local_rank"])
+    if not dist.is_initialized():
+        minutes = final.get("distributed_timeout_minutes")
+        dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=global_rank,
+                                world_size=world, timeout=timedelta(minutes=minutes) if minutes else None)
+    final.update(single_spec=False, world_size=world,
+                 device=torch.device("cuda", final["local_rank"]) if cuda else torch.device("cpu"))
+    if global_rank != 0:
+        final.update(state="error", show_progress=False, verbose=False)
+
+
+def as_single_process(config):
+    """Mark ``config`` (derived from a distributed run's) as a one-process run: for work one rank does
+    alone (``run_once``), so that its loaders, trainer and checkpoint never wait for the others."""
+    config.final_config_dict.update(single_spec=True, world_size=1)
+    return config
+
+
+def from_rank0(config, obj):
+    """``obj`` as rank 0 has it, on every rank (small picklable objects: a path, a file name)."""
+    if not is_distributed(config):
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+@contextlib.contextmanager
+def per_process_batch(config):
+    """While RecBole builds the loaders: ``train_batch_size`` per process (RecBole's loader divides the
+    batch by the world size; with this the division gives back ``train_batch_size``)."""
+    if not is_distributed(config):
+        yield
+        return
+    batch = config["train_batch_size"]
+    config["train_batch_size"] = batch * config["world_size"]
+    try:
+        yield
+    finally:
+        config["train_batch_size"] = batch
+
+
+def run_once(config, work):
+    """``work()`` on rank 0 only; every rank gets its (small, picklable) result. The other ranks wait
+    up to ``distributed_timeout_minutes``."""
+    if not is_distributed(config):
+        return work()
+    return from_rank0(config, work() if rank() == 0 else None)
+
+
+def _all_gather(tensor):
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return parts
+
+
+def sharded_rows(compute, items, config):
+    """``compute(items)`` with the rows split across ranks: each rank computes a disjoint, equal-sized
+    slice (the last padded with its last item, so every rank runs the same forwards) and the slices
+    are all-gathered. One process: ``compute(items)``."""
+    if not is_distributed(config):
+        return compute(items)
+    world = dist.get_world_size()
+    per_rank = math.ceil(len(items) / world)
+    mine = items[rank() * per_rank:(rank() + 1) * per_rank]
+    mine = torch.cat([mine, items[-1:].expand(per_rank - len(mine))])
+    return torch.cat(_all_gather(compute(mine)))[:len(items)]
+
+
+def same_forward_count(batches, filler, config):
+    """``batches`` followed by as many ``filler`` batches as make every rank's count equal. Under FSDP a
+    rank that ran fewer forwards of a sharded layer than another would leave its collectives waiting;
+    the caller adds the fillers' outputs to its loss with weight 0 (their backward must run too)."""
+    if not is_distributed(config) or config["distributed_strategy"] != "fsdp":
+        return batches, 0
+    count = torch.tensor([len(batches)], device=config["device"])
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    extra = int(count) - len(batches)
+    return batches + [filler] * extra, extra
+
+
+EVAL_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
+
+
+def gather_eval_rows(struct, total_rows):
+    """The per-row tensors of RecBole's evaluation ``DataStruct`` of every rank, in single-process order.
+
+    RecBole's ``DistributedSampler`` (no shuffle) gives rank r rows r, r + W, r + 2W, ... of the list
+    padded to a multiple of W by repeating its start; each such row is one row here. Interleaving the
+    ranks' rows and cutting at ``total_rows`` gives exactly the rows of one process."""
+    world = dist.get_world_size()
+    per_rank = math.ceil(total_rows / world)
+    for key in EVAL_ROW_KEYS:
+        if key not in struct:
+            continue
+        local = struct[key]
+        if len(local) != per_rank:
+            raise RuntimeError(f"distributed evaluation: rank {rank()} has {len(local)} rows of {key}, "
+                               f"expected {per_rank}; this evaluation mode gives several rows per sample.")
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        rows = torch.stack(_all_gather(local.to(device)), dim=1)
+        struct.set(key, rows.reshape(world * per_rank, *local.shape[1:])[:total_rows].cpu())
+    return struct
+
+
+# ----- training ---------------------------------------------------------------------------------
+class LossForward(nn.Module):
+    """``model.calculate_loss`` (or another loss function of it) as a ``forward``, for DDP's hooks."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, interaction, loss_func):
+        return loss_func(interaction)
+
+
+def wrap_ddp(model, config):
+    """DDP over the trainable parameters of ``model``; frozen parameters and buffers are ignored (never
+    broadcast, never bucketed): they are the same on every rank by construction."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapper = LossForward(model)
+    ignored = [n for n, p in wrapper.named_parameters() if not p.requires_grad]
+    ignored += [n for n, _ in wrapper.named_buffers()]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapper, ignored)
+    device_ids = [config["local_rank"]] if config["device"].type == "cuda" else None
+    return DistributedDataParallel(wrapper, device_ids=device_ids, broadcast_buffers=False)
+
+
+def shard_fsdp(model, config):
+    """FSDP2 on ``model`` (in place): each transformer layer with a trainable parameter is its own unit,
+    the rest of the model the root unit; ``calculate_loss``/``predict``/``full_sort_predict`` gather the
+    root's parameters as ``forward`` would."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+    if getattr(model, "unsaved_prefixes", None):
+        raise ValueError(f"distributed_strategy: fsdp is for models whose large parts train (HLLM, "
+                         f"RecBole's); {type(model).__name__} trains only small modules next to a frozen "
+                         "LLM: use distributed_strategy: ddp.")
+    dtype = config["mixed_precision"]
+    policy = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32) \
+        if dtype and config["device"].type == "cuda" else MixedPrecisionPolicy()
+    layer_classes = {name for m in model.modules() for name in getattr(m, "_no_split_modules", None) or ()}
+    for module in model.modules():
+        if type(module).__name__ in layer_classes and any(p.requires_grad for p in module.parameters()):
+            fully_shard(module, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    for method in FSDP_METHODS:
+        register_fsdp_forward_method(model, method)
+    return model
+
+
+def is_fsdp(model):
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _optimizer_index(model, optimizer):
+    """Parameter name -> the integer id ``Optimizer.state_dict`` gives it in one process."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return {names[id(p)]: i for i, p in enumerate(params)}
+
+
+def full_training_state(model, optimizer):
+    """``(state_dict, optimizer_state)`` in the single-process format; under FSDP a collective every rank
+    calls (rank 0 gets the full tensors, on CPU)."""
+    if not is_fsdp(model):
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    state = get_model_state_dict(model, options=_full_options())
+    by_name = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    index = _optimizer_index(model, optimizer)
+    optimizer_state = {
+        "state": {index[name]: value for name, value in by_name.get("state", {}).items()},
+        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]],
+    }
+    return state, optimizer_state
+
+
+def load_full_state(model, state_dict):
+    """Load a single-process state dict into ``model``, sharded or not."""
+    if not is_fsdp(model):
+        return model.load_state_dict(state_dict)
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    return set_model_state_dict(model, state_dict, options=_full_options())
+
+
+def load_full_optimizer_state(model, optimizer, optimizer_state):
+    if not is_fsdp(model):
+        return optimizer.load_state_dict(optimizer_state)
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    name = {i: n for n, i in _optimizer_index(model, optimizer).items()}
+    by_name = {
+        "state": {name[i]: value for i, value in optimizer_state["state"].items()},
+        "param_groups": [{**g, "params": [name[i] for i in g["params"]]}
+                         for g in optimizer_state["param_groups"]],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=_full_options())
+
+
+def accumulation_steps(config):
+    from recbole_llmsrec.config import require_at_least
+
+    return require_at_least(config, "gradient_accumulation_steps", 1) \
+        if config["gradient_accumulation_steps"] is not None else 1
+
+
+def _gradient_sync(trainer, on):
+    """A context in which the backward synchronises gradients across ranks only if ``on``."""
+    ddp = getattr(trainer, "ddp_model", None)
+    if ddp is not None and not on:
+        return ddp.no_sync()
+    if is_fsdp(trainer.model):
+        trainer.model.set_requires_gradient_sync(on)
+    return contextlib.nullcontext()
+
+
+def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+    """RecBole's ``Trainer._train_epoch`` with gradient accumulation and the plugin's DDP/FSDP. With one
+    process and ``gradient_accumulation_steps: 1`` it computes exactly what RecBole's does."""
+    from recbole.utils import get_gpu_usage, set_color
+    from torch.nn.utils.clip_grad import clip_grad_norm_
+    from tqdm import tqdm
+
+    self.model.train()
+    loss_func = loss_func or self.model.calculate_loss
+    steps, batches = accumulation_steps(self.config), len(train_data)
+    distributed = is_distributed(self.config)
+    if distributed and getattr(train_data, "shuffle", False):
+        train_data.sampler.set_epoch(epoch_idx)
+    if distributed and not is_fsdp(self.model) and getattr(self, "ddp_model", None) is None:
+        self.ddp_model = wrap_ddp(self.model, self.config)  # now: earlier stages may change what trains
+    iter_data = tqdm(train_data, total=batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) \
+        if show_progress else train_data
+    scaler = torch.amp.GradScaler(enabled=self.enable_scaler)
+    total_loss = None
+    self.optimizer.zero_grad()
+    for batch_idx, interaction in enumerate(iter_data):
+        interaction = interaction.to(self.device)
+        group_start = batch_idx - batch_idx % steps
+        group_size = min(steps, batches - group_start)
+        last_of_group = batch_idx == group_start + group_size - 1
+        with _gradient_sync(self, last_of_group):
+            with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
+                losses = self.ddp_model(interaction, loss_func) if distributed and not is_fsdp(self.model) \
+                    else loss_func(interaction)
+            if isinstance(losses, tuple):
+                loss = sum(losses)
+                loss_tuple = tuple(per_loss.item() for per_loss in losses)
+                total_loss = loss_tuple if total_loss is None else tuple(map(sum, zip(total_loss, loss_tuple)))
+            else:
+                loss = losses
+                total_loss = losses.item() if total_loss is None else total_loss + losses.item()
+            self._check_nan(loss)
+            scaler.scale(loss / group_size).backward()
+        if last_of_group:
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            scaler.step(self.optimizer)
+            scaler.update()
+            self.optimizer.zero_grad()
+        if self.gpu_available and show_progress:
+            iter_data.set_postfix_str(set_color("GPU RAM: " + get_gpu_usage(self.device), "yellow"))
+    return total_loss
+
+
+class DistributedTrainer:
+    """Trainer mixin: FSDP set-up, the checkpoint name of rank 0, one-process metrics from every rank's
+    rows, and best-model/resume loading into a sharded model (``train_epoch`` does the training)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.saved_model_file = from_rank0(config, self.saved_model_file)
+        if not is_distributed(config):
+            return
+        if config["distributed_strategy"] == "fsdp":
+            shard_fsdp(self.model, config)
+            self.optimizer = self._build_optimizer()  # over the sharded parameters
+        collect = self.eval_collector.get_data_struct
+        self.eval_collector.get_data_struct = lambda: gather_eval_rows(collect(), self._eval_rows)
+
+    def _map_reduce(self, result, num_sample):
+        return result  # computed from every rank's rows already: RecBole's averaging would skew it
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            from recbole_llmsrec.compat import load_checkpoint
+
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+            load_full_state(self.model, checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        self._eval_rows = eval_data.sample_size
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def resume_checkpoint(self, resume_file):
+        if not is_fsdp(self.model):
+            return super().resume_checkpoint(resume_file)
+        from recbole_llmsrec.compat import load_checkpoint
+
+        self.saved_model_file = str(resume_file)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        self.start_epoch, self.cur_step = checkpoint["epoch"] + 1, checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        load_full_state(self.model, checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        load_full_optimizer_state(self.model, self.optimizer, checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
