@@ -257,6 +257,8 @@ def full_training_state(model, optimizer):
 
     state = get_model_state_dict(model, options=_full_options())
     by_name = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    if rank() != 0:
+        return state, by_name  # empty: only rank 0 receives the gathered tensors
     index = _optimizer_index(model, optimizer)
     optimizer_state = {
         "state": {index[name]: value for name, value in by_name.get("state", {}).items()},

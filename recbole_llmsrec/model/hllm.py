@@ -69,12 +69,16 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
                                                 with_tokenizer=False)
         # each position predicts the next item: a User LLM that looks ahead would see its targets
         require_causal(self.user_llm, "user_llm_path")
+        # it reads item embeddings, never tokens: its token table would be a trainable parameter
+        # without a gradient (AdamW skips it; DDP waits for it)
+        self.user_llm.get_input_embeddings().requires_grad_(False)
         item_size = self.item_llm.get_input_embeddings().embedding_dim
         user_size = self.user_llm.get_input_embeddings().embedding_dim
         self.adapter = nn.Identity() if item_size == user_size else nn.Linear(item_size, user_size)
         self.item_token = nn.Parameter(torch.randn(item_size) * 0.02,
                                        requires_grad=not config["freeze_item_llm"])
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config["temperature_init"])))
+        # shape [1], not a scalar: FSDP shards no 0-d parameter
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(1 / config["temperature_init"])]))
         self.max_logit_scale = math.log(1 / config["temperature_min"])
         self.num_negatives = require_at_least(config, "num_negatives", 1)
         self.nce_threshold = config["nce_threshold"]

@@ -1,0 +1,94 @@
+"""Two training steps of each model, in one process or in each of several (run under torchrun).
+
+``python distributed_steps.py OUT LLM_PATH OPT_PATH`` (one process) writes the reference parameters;
+``torchrun --nproc_per_node=2 distributed_steps.py OUT ...`` writes DDP's (and FSDP's for HLLM). Rank r
+trains on micro-batch r of a fixed pair; the reference trains on the same pair: for SASRec, whose loss is
+a mean over rows, as one concatenated batch; for the plugin models, whose losses hold batch-level terms
+(uniformity, InfoNCE and token means, shared negatives), as two accumulated micro-batches, which is what
+data parallelism computes. Each micro-batch's negatives are seeded from its first user, so both sides
+draw the same ones. Dropout is 0 so that the forward is deterministic, and the optimizer is SGD, whose
+step is lr x gradient: Adam's first step is lr x sign(gradient), which turns float rounding in a
+gradient component that is zero up to 1e-10 into a difference of lr.
+"""
+
+import os
+import sys
+
+import torch
+
+import recbole_llmsrec  # noqa: F401
+from recbole_llmsrec import Config, get_trainer
+from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.evaluation import data_preparation
+from recbole_llmsrec.utils import get_model
+
+MICRO_BATCH = 4
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
+TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, **NO_DROPOUT}
+
+
+def configs(llm_path, opt_path, minilm_path, out):
+    common = {"use_gpu": False, "seed": 2020, "show_progress": False, "state": "error",
+              "checkpoint_dir": os.path.join(out, "saved"), "user_inter_num_interval": "[0,30]",
+              "learning_rate": 0.5, "learner": "sgd", "adam_betas": None,
+              "train_neg_sample_args": None}
+    llm = {"llm_path": llm_path, "llm_dtype": "float32", "llm_gradient_checkpointing": False,
+           "cf_config": TEACHER, "MAX_ITEM_LIST_LENGTH": 10}
+    return {
+        "SASRec": {**common, **TEACHER, "MAX_ITEM_LIST_LENGTH": 10, "loss_type": "CE"},
+        "LLMSRec": {**common, **llm, "projection_hidden_size": 16, "representation_size": 8,
+                    "train_negatives": 4},
+        "ALLMRec": {**common, **llm, "llm_path": opt_path, "text_encoder_path": minilm_path},
+        "HLLM": {**common, "item_llm_path": llm_path, "user_llm_path": llm_path, "max_text_length": 16,
+                 "num_negatives": 8, "MAX_ITEM_LIST_LENGTH": 5, "item_llm_dtype": "float32",
+                 "user_llm_dtype": "float32", "item_llm_gradient_checkpointing": False,
+                 "user_llm_gradient_checkpointing": False, "item_encode_batch_size": 3},
+    }
+
+
+def train_two_steps(model_name, config_dict, world, rank):
+    config = Config(model=model_name, dataset="ml-100k", config_dict=config_dict)
+    torch.manual_seed(config["seed"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model(model_name)(config, train_data._dataset)
+    if model_name == "ALLMRec":  # stage 2 with the (random) stage-1 encoder frozen
+        model.stage_done.fill_(True)
+        model._freeze_finished_stages()
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if name in trained}
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)  # FSDP shards the model
+    rows = list(range(2 * MICRO_BATCH))
+    pair = [train_data.collate_fn(rows[:MICRO_BATCH]), train_data.collate_fn(rows[MICRO_BATCH:])]
+    if world > 1:
+        batches = [pair[rank]]
+    elif model_name == "SASRec":
+        batches = [train_data.collate_fn(rows)]
+    else:
+        batches = pair
+        config["gradient_accumulation_steps"] = 2
+
+    def seeded_loss(interaction):
+        if hasattr(model, "negative_generator"):
+            model.negative_generator.manual_seed(int(interaction[model.USER_ID][0]))
+        return model.calculate_loss(interaction)
+
+    # two steps: DDP finds a trainable parameter that got no gradient only when the next step starts
+    trainer._train_epoch(batches * 2, 0, loss_func=seeded_loss)
+    state, _ = recbole_llmsrec.distributed.full_training_state(trainer.model, trainer.optimizer)
+    return {"before": before, "after": {name: state[name] for name in trained if name in state}}
+
+
+def main(out, llm_path, opt_path, minilm_path):
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    results = {}
+    for name, config_dict in configs(llm_path, opt_path, minilm_path, out).items():
+        results[name] = train_two_steps(name, config_dict, world, rank)
+        if world > 1 and name == "HLLM":
+            results["HLLM-fsdp"] = train_two_steps(name, {**config_dict, "distributed_strategy": "fsdp"},
+                                            world, rank)
+    if rank == 0:
+        torch.save(results, os.path.join(out, f"steps-{world}.pt"))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

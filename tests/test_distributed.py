@@ -1,0 +1,108 @@
+"""Several processes on CPU (gloo), launched as users launch them: torchrun and RecBole's --nproc."""
+
+import glob
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recbole_llmsrec import run_recbole
+from recbole_llmsrec.tiny_llm import build_tiny_llm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def launch(args, cwd, torchrun=True):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               f"--master_port={free_port()}", *args] if torchrun else [sys.executable, *args]
+    run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    return run
+
+
+def logged_result(log_dir, label="test result"):
+    """The metrics of the ``label`` line of the only log file under ``log_dir``."""
+    logs = glob.glob(os.path.join(log_dir, "*.log"))
+    assert len(logs) == 1, f"one log file expected (rank 0's), found {logs}"
+    line = [line for line in open(logs[0]) if label in line][-1]
+    return {key: float(value) for key, value in re.findall(r"\('([^']+)', (?:np\.float64\()?([-0-9.e]+)", line)}
+
+
+@pytest.fixture(scope="module")
+def tiny_llms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llms")
+    return (build_tiny_llm(str(root / "llama"), hidden_size=32),
+            build_tiny_llm(str(root / "opt"), hidden_size=32, architecture="opt"))
+
+
+def test_ddp_steps_equal_the_single_process_steps_and_fsdp_equals_ddp(tiny_llms, minilm_path, tmp_path):
+    sys.path.insert(0, HERE)
+    import distributed_steps
+
+    llama, opt = tiny_llms
+    distributed_steps.main(str(tmp_path), llama, opt, minilm_path)
+    launch([os.path.join(HERE, "distributed_steps.py"), str(tmp_path), llama, opt, minilm_path], tmp_path)
+    single, ddp = torch.load(tmp_path / "steps-1.pt"), torch.load(tmp_path / "steps-2.pt")
+    for name, reference in single.items():
+        moved = max((reference["after"][k] - reference["before"][k]).abs().max() for k in reference["after"])
+        assert moved > 1e-3, f"{name}: the step did not train"
+        for strategy in (name, f"{name}-fsdp") if name == "HLLM" else (name,):
+            assert set(ddp[strategy]["after"]) == set(reference["after"])
+            for key, value in reference["after"].items():
+                torch.testing.assert_close(ddp[strategy]["after"][key], value, atol=1e-5, rtol=0,
+                                           msg=f"{strategy} {key}")
+
+
+def sasrec_overrides(tmp_path):
+    return ["--model=SASRec", "--dataset=ml-100k", "--use_gpu=False", "--show_progress=False",
+            f"--checkpoint_dir={tmp_path / 'saved'}", "--user_inter_num_interval=[0,40]",
+            "--MAX_ITEM_LIST_LENGTH=10", "--hidden_size=16", "--inner_size=32", "--n_layers=1",
+            "--n_heads=1", "--epochs=2", "--train_batch_size=256"]
+
+
+def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_one_process(tmp_path):
+    protocol = os.path.join(ROOT, "properties", "protocol", "llmsrec.yaml")  # uni99 outside the history
+    launch(["-m", "recbole_llmsrec", f"--config_files={protocol}", *sasrec_overrides(tmp_path)], tmp_path)
+    two_processes = logged_result(tmp_path / "log" / "SASRec")
+    checkpoints = glob.glob(str(tmp_path / "saved" / "SASRec-*.pth"))
+    assert len(checkpoints) == 1  # written by rank 0 only
+
+    config = {"use_gpu": False, "show_progress": False, "checkpoint_dir": str(tmp_path / "saved"),
+              "user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
+              "inner_size": 32, "n_layers": 1, "n_heads": 1}
+    one_process = run_recbole("SASRec", "ml-100k", config_file_list=[protocol], config_dict=config,
+                              evaluate=checkpoints[0])["test_result"]
+    assert one_process == two_processes
+
+
+def test_nproc_hllm_run_evaluates_and_resumes_in_one_process(tiny_llms, tmp_path):
+    llama, _ = tiny_llms
+    protocol = os.path.join(ROOT, "properties", "protocol", "hllm.yaml")  # full sort, history masked
+    profile = os.path.join(ROOT, "properties", "hllm-ml-100k-offline.yaml")
+    settings = {"item_llm_path": llama, "user_llm_path": llama, "checkpoint_dir": str(tmp_path / "saved"),
+                "user_inter_num_interval": "[0,25]", "MAX_ITEM_LIST_LENGTH": 5, "max_text_length": 12,
+                "num_negatives": 16, "train_batch_size": 32, "gradient_accumulation_steps": 2}
+    overrides = [f"--{key}={value}" for key, value in settings.items()]
+    launch([os.path.join(ROOT, "run_recbole.py"), "--model=HLLM", "--nproc=2", f"--port={free_port()}",
+            f"--config_files={protocol} {profile}", *overrides], tmp_path, torchrun=False)
+    two_processes = logged_result(tmp_path / "log" / "HLLM")
+    checkpoint = glob.glob(str(tmp_path / "saved" / "HLLM-*.pth"))[0]
+
+    evaluated = run_recbole("HLLM", "ml-100k", config_file_list=[protocol, profile], config_dict=settings,
+                            evaluate=checkpoint)["test_result"]
+    assert evaluated == two_processes
+    resumed = run_recbole("HLLM", "ml-100k", config_file_list=[protocol, profile],
+                          config_dict={**settings, "epochs": 2}, checkpoint=checkpoint)
+    assert resumed["test_result"] is not None
