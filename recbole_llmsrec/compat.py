@@ -1,43 +1,28 @@
 """Fixes that let RecBole 1.2.1 run on today's numpy, torch and pandas.
 
 Applied once, in memory, when ``recbole_llmsrec`` is imported; nothing in site-packages is edited.
-Each fix is idempotent and touches only what RecBole 1.2.1 gets wrong:
+Each fix is idempotent; the README's "RecBole 1.2.1 on today's stack" table says why each is needed:
 
-1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``; RecBole's
-   ``Config.compatibility_settings`` reads them on every ``Config(...)``. We restore the three aliases.
-2. torch >= 2.6 loads checkpoints with ``weights_only=True``. RecBole's checkpoints could not be loaded
-   that way: they are written with pickle protocol 4 (whose FRAME opcode the weights-only unpickler
-   rejects) and they pickle the ``Config`` with two class objects inside (``yaml_loader`` and
-   ``model_class``). We (a) write checkpoints with torch's default protocol, (b) pickle ``Config``
-   without class objects (the model class is stored as its import path and looked up again on load,
-   only if it is a RecBole recommender) and (c) register as safe globals exactly the types a RecBole
-   checkpoint holds (the Config classes and RecBole's enums; the best valid score, a numpy scalar in
-   RecBole, is stored as a Python float). RecBole's own
-   ``torch.load(...)`` calls then load checkpoints with ``weights_only=True``: no arbitrary code runs
-   when a checkpoint is read. Checkpoints written by an unpatched RecBole (protocol 4) are refused
-   by torch; see ``load_checkpoint`` for the explicit opt-in.
-3. ``recbole.quick_start`` imports ray 2.6.3 at module load, which needs ``pkg_resources`` and numpy 1.
-   The plugin never imports it: ``recbole_llmsrec.quick_start`` is the replacement.
-4. ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)``
-   at import, and the package's ``__init__`` imports it with every sequential model, so every RecBole
-   run trains in anomaly-detection mode (on this project's CPU it made SASRec's backward several times
-   slower; it changes no number). We import the package once and turn the mode back off.
-5. pandas: RecBole's ``df[col].fillna(..., inplace=True)`` only works without copy-on-write, so the
-   package pins ``pandas<3`` (setup.cfg). The FutureWarning pandas 2.3 prints about it on every load,
-   its ``Series.agg(len)`` deprecation, and torch's deprecation warning for ``torch.cuda.amp.GradScaler``
-   in RecBole's trainer, are silenced for RecBole's modules only.
-6. RecBole's ``create_dataset`` and ``load_split_dataloaders`` ``pickle.load`` any file found at
-   ``{checkpoint_dir}/{dataset}-{DatasetClass}.pth`` / ``{checkpoint_dir}/{dataset}-for-{model}-dataloader.pth``
-   (or ``dataset_save_path`` / ``dataloaders_save_path``), whether or not ``save_dataset`` /
-   ``save_dataloaders`` is set: a file planted there runs arbitrary code. Both are replaced: the dataset
-   is always built from the atomic files and the split always made anew (a file found at those paths is
-   named in a warning and never read); ``save_dataset``, ``save_dataloaders`` and the two ``*_save_path``
-   keys are refused with the reason, because reading back what they write would need a pickle.
-7. RecBole's distributed training initialises NCCL whatever the device (no CPU run), wraps the whole
-   model in ``DistributedDataParallel`` (frozen LLMs included, CUDA only), and saves from every node's
-   local rank 0. Its device set-up, model wrapping and ``Trainer._train_epoch`` are replaced by
-   ``recbole_llmsrec.distributed``; checkpoints are saved by global rank 0 only, gathered first under
-   FSDP, and the other ranks wait until the file is complete.
+1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which every ``Config`` reads:
+   the aliases are restored.
+2. torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints (pickle protocol 4, a ``Config``
+   holding class objects) cannot load that way. Checkpoints are written with torch's default protocol,
+   ``Config`` pickles the model class as its import path (looked up again only if it is a RecBole
+   recommender), the best valid score as a float, and the types a checkpoint holds are registered as
+   safe globals: reading a checkpoint never runs code (``load_checkpoint``: the explicit opt-in).
+3. ``recbole.quick_start`` imports ray 2.6.3 (needs numpy 1): never imported (``quick_start`` here).
+4. ``sine.py`` turns on ``torch.autograd.set_detect_anomaly(True)`` at import, for every sequential
+   model: turned off again after importing them once (same numbers, much faster backward).
+5. pandas: RecBole's ``fillna(inplace=True)`` needs ``pandas<3`` (pinned); pandas 2.3's and torch's
+   deprecation warnings about RecBole's calls are silenced for RecBole's modules only.
+6. ``create_dataset`` and ``load_split_dataloaders`` ``pickle.load`` any cache file found in
+   ``checkpoint_dir`` (or ``*_save_path``), so a planted file runs code: both are replaced (built anew,
+   such a file named in a warning, never read) and ``save_dataset``/``save_dataloaders``/``*_save_path``
+   are refused.
+7. Distributed runs: RecBole initialises NCCL whatever the device, wraps the whole model in DDP (CUDA
+   only) and saves from every machine's local rank 0. ``recbole_llmsrec.distributed`` replaces the
+   device set-up, wrapping and ``Trainer._train_epoch``; rank 0 alone saves, after an FSDP gather, and
+   the other ranks wait for the complete file.
 """
 
 import importlib

@@ -1,35 +1,15 @@
 """torch.distributed for every model run through the plugin, RecBole's and ours (README "Multi-GPU and
-multi-node").
+multi-node" says what a user sees; the rule everywhere is RecBole's ``single_spec``).
 
-A run is distributed when its process was started by ``torchrun`` (``RANK``/``WORLD_SIZE`` in the
-environment) or by RecBole's ``--nproc`` spawn (``local_rank``/``world_size``/``ip``/``port`` in the
-config); the rule everywhere is RecBole's ``single_spec``. The process joins the group when its
-``Config`` is built (``join_process_group``): NCCL on GPU, gloo on CPU (RecBole 1.2.1 hard-codes NCCL,
-which cannot run on CPU), with ``distributed_timeout_minutes``.
-
-Training (``train_epoch``, which replaces RecBole's ``Trainer._train_epoch`` for every trainer):
-
-- ``distributed_strategy: ddp`` (default). The model's ``calculate_loss`` runs through torch's
-  ``DistributedDataParallel`` over the parameters that train; frozen ones (a frozen LLM, the SASRec
-  teacher) and buffers are left out of its broadcasts and gradient buckets. RecBole's own wrapping
-  (every parameter, CUDA only, a forward hook hack) is not used.
-- ``distributed_strategy: fsdp``: torch's FSDP2 ``fully_shard`` on every transformer layer that trains,
-  then on the whole model, with a bf16 ``MixedPrecisionPolicy`` on GPU when ``mixed_precision`` says
-  so. Parameters, gradients and optimizer states are sharded. Every rank must then run the same
-  number of forwards of a sharded layer per step (``same_forward_count``).
-- ``gradient_accumulation_steps`` (A): the optimizer steps once per A batches (gradients synchronised
-  on the last one only); the loss of each batch is divided by the number of batches of its group.
-  Global batch = ``train_batch_size`` x A x world size: ``train_batch_size`` is per process (RecBole
-  divides it by the world size; here it is not).
-
-Evaluation: each rank scores the users RecBole's ``DistributedSampler`` gives it, and the per-user
-rows the metrics are computed from are all-gathered and put back in single-process order
-(``gather_eval_rows``), so RecBole's metrics are those of one process. A catalogue encoded per
-evaluation pass is encoded in disjoint shards, one per rank, and all-gathered (``sharded_rows``).
-Work that must happen once per job (the SASRec teacher, A-LLMRec's stage 1, filling an embedding
-cache) runs on rank 0 while the others wait (``run_once``). Checkpoints are full state dicts in the
-single-process format, written by rank 0 after an FSDP gather; with several machines
-``checkpoint_dir`` must be on a filesystem every machine reads.
+- Launch: a process started by ``torchrun`` or by RecBole's ``--nproc`` spawn joins its group when its
+  ``Config`` is built (``join_process_group``): NCCL on GPU, gloo on CPU (RecBole hard-codes NCCL).
+- Training (``train_epoch`` replaces RecBole's ``Trainer._train_epoch``): DDP over the trainable
+  parameters only, or FSDP2 (``shard_fsdp``); ``gradient_accumulation_steps``; ``train_batch_size`` is
+  per process (``per_process_batch``).
+- Evaluation: each rank scores its share of RecBole's ``DistributedSampler``; the metric rows are
+  gathered back into one-process order (``gather_eval_rows``); a catalogue is encoded in shards
+  (``sharded_rows``). Once-per-job work runs on rank 0 (``run_once``); checkpoints are full state dicts
+  in the one-process format (``full_training_state``).
 """
 
 import contextlib
@@ -88,8 +68,7 @@ def join_process_group(final):
 
 
 def as_single_process(config):
-    """Mark ``config`` (derived from a distributed run's) as a one-process run: for work one rank does
-    alone (``run_once``), so that its loaders, trainer and checkpoint never wait for the others."""
+    """``config`` made a one-process run's, for work one rank does alone (``run_once``)."""
     config.final_config_dict.update(single_spec=True, world_size=1)
     return config
 
@@ -363,6 +342,10 @@ class DistributedTrainer:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.saved_model_file = from_rank0(config, self.saved_model_file)
+        batch = [config["train_batch_size"], accumulation_steps(config), dist.get_world_size()
+                 if is_distributed(config) else 1]
+        self.logger.info(f"global batch = train_batch_size x gradient_accumulation_steps x processes = "
+                         f"{' x '.join(map(str, batch))} = {math.prod(batch)}")
         if not is_distributed(config):
             return
         if config["distributed_strategy"] == "fsdp":

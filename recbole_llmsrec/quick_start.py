@@ -7,12 +7,9 @@ trainer through ``get_trainer``, which add the plugin's evaluation protocol opti
 and score sampled modes once per user (same metrics as RecBole's per-row path). For this plugin's models the thop FLOPs count is skipped: it
 would push a sample through a multi-billion-parameter LLM only to log a number thop cannot count.
 
-Several processes (``recbole_llmsrec.distributed``): start this under ``torchrun``, or pass RecBole's
-``--nproc=N`` (and ``--world_size``/``--ip``/``--port``/``--group_offset`` for several machines), which
-spawns the N processes here as RecBole's ``run`` does. Every rank builds its model from ``seed`` (the
-same initial weights everywhere) and then reseeds with ``seed + rank`` (its own dropout and sampling);
-RecBole seeds ``seed + local_rank`` before building. Ranks other than 0 log errors only.
-``--evaluate=CHECKPOINT`` evaluates a saved model on the test split without training.
+Several processes: ``torchrun``, or RecBole's ``--nproc`` (spawned here as RecBole's ``run`` does). Every
+rank builds its model from ``seed`` (same initial weights), then reseeds ``seed + rank`` (RecBole seeds
+``seed + local_rank`` before building). ``--evaluate=CHECKPOINT``: test a saved model, no training.
 """
 
 import argparse
@@ -134,12 +131,11 @@ def build_parser():
                         help="resume training from this checkpoint (a .pth under checkpoint_dir)")
     parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                         help="evaluate this saved model on the test split, without training")
-    launch = parser.add_argument_group("RecBole's multi-process launch (or use torchrun)")
-    launch.add_argument("--nproc", type=int, default=1, help="processes on this machine")
-    launch.add_argument("--world_size", type=int, default=-1, help="processes on all machines")
-    launch.add_argument("--ip", default="localhost", help="address of the machine of rank 0")
-    launch.add_argument("--port", default="5678", help="free port on the machine of rank 0")
-    launch.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
+    for flag, default, meaning in (  # RecBole's multi-process launch (or use torchrun)
+            ("--nproc", 1, "processes on this machine"), ("--world_size", -1, "processes on all machines"),
+            ("--ip", "localhost", "address of rank 0's machine"), ("--port", "5678", "free port there"),
+            ("--group_offset", 0, "rank of this machine's first process")):
+        parser.add_argument(flag, type=type(default), default=default, help=meaning)
     return parser
 
 

@@ -87,7 +87,9 @@ def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_
     assert one_process == two_processes
 
 
-def test_nproc_hllm_run_evaluates_and_resumes_in_one_process(tiny_llms, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_hllm_run_in_two_processes_evaluates_and_resumes_in_one_process(strategy, tiny_llms, tmp_path):
+    """DDP launched by RecBole's --nproc, FSDP by torchrun."""
     llama, _ = tiny_llms
     protocol = os.path.join(ROOT, "properties", "protocol", "hllm.yaml")  # full sort, history masked
     profile = os.path.join(ROOT, "properties", "hllm-ml-100k-offline.yaml")
@@ -95,8 +97,12 @@ def test_nproc_hllm_run_evaluates_and_resumes_in_one_process(tiny_llms, tmp_path
                 "user_inter_num_interval": "[0,25]", "MAX_ITEM_LIST_LENGTH": 5, "max_text_length": 12,
                 "num_negatives": 16, "train_batch_size": 32, "gradient_accumulation_steps": 2}
     overrides = [f"--{key}={value}" for key, value in settings.items()]
-    launch([os.path.join(ROOT, "run_recbole.py"), "--model=HLLM", "--nproc=2", f"--port={free_port()}",
-            f"--config_files={protocol} {profile}", *overrides], tmp_path, torchrun=False)
+    command = [os.path.join(ROOT, "run_recbole.py"), "--model=HLLM", f"--config_files={protocol} {profile}",
+               *overrides]
+    if strategy == "ddp":
+        launch([*command, "--nproc=2", f"--port={free_port()}"], tmp_path, torchrun=False)
+    else:
+        launch([*command, "--distributed_strategy=fsdp"], tmp_path)
     two_processes = logged_result(tmp_path / "log" / "HLLM")
     checkpoint = glob.glob(str(tmp_path / "saved" / "HLLM-*.pth"))[0]
 
@@ -106,3 +112,83 @@ def test_nproc_hllm_run_evaluates_and_resumes_in_one_process(tiny_llms, tmp_path
     resumed = run_recbole("HLLM", "ml-100k", config_file_list=[protocol, profile],
                           config_dict={**settings, "epochs": 2}, checkpoint=checkpoint)
     assert resumed["test_result"] is not None
+
+
+def test_allmrec_under_torchrun_trains_its_teacher_and_stage1_once(tiny_llms, minilm_path, tmp_path):
+    _, opt = tiny_llms
+    protocol = os.path.join(ROOT, "properties", "protocol", "allmrec.yaml")  # uni19 outside the history
+    profile = os.path.join(ROOT, "properties", "allmrec-ml-100k-offline.yaml")
+    settings = {"llm_path": opt, "text_encoder_path": minilm_path, "text_encoder_max_length": 16,
+                "checkpoint_dir": str(tmp_path / "saved"), "user_inter_num_interval": "[0,22]",
+                "MAX_ITEM_LIST_LENGTH": 5, "stage1_batch_size": 256, "train_batch_size": 16}
+    overrides = [f"--{key}={value}" for key, value in settings.items()]
+    launch(["-m", "recbole_llmsrec", "--model=ALLMRec", f"--config_files={protocol} {profile}",
+            "--cf_config={'epochs': 1, 'hidden_size': 16, 'inner_size': 16, 'n_layers': 1}",
+            *overrides], tmp_path)
+    saved = tmp_path / "saved"
+    assert len(glob.glob(str(saved / "SASRec-*.pth"))) == 1  # the teacher: rank 0 trained, rank 1 loaded
+    assert len(glob.glob(str(saved / "ALLMRec-stage1-*.pth"))) == 1
+    two_processes = logged_result(tmp_path / "log" / "ALLMRec")
+    evaluated = run_recbole("ALLMRec", "ml-100k", config_file_list=[protocol, profile], config_dict={
+        **settings, "cf_config": {"hidden_size": 16, "inner_size": 16, "n_layers": 1}},
+        evaluate=[p for p in glob.glob(str(saved / "ALLMRec-*.pth")) if "stage1" not in p][0])["test_result"]
+    assert evaluated == two_processes
+
+
+def test_accumulating_two_half_batches_equals_one_step_on_the_whole_batch(small_sasrec_config):
+    from recbole.utils import init_seed
+
+    from recbole_llmsrec import Config, get_trainer
+    from recbole_llmsrec.data.dataset import create_dataset
+    from recbole_llmsrec.evaluation import data_preparation
+    from recbole_llmsrec.utils import get_model
+
+    def one_optimizer_step(accumulation, halves):
+        config = Config(model="SASRec", dataset="ml-100k", config_dict={
+            **small_sasrec_config, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0,
+            "learner": "sgd", "learning_rate": 1.0, "gradient_accumulation_steps": accumulation})
+        init_seed(config["seed"], True)
+        train_data, _, _ = data_preparation(config, create_dataset(config))
+        model = get_model("SASRec")(config, train_data._dataset)
+        rows = list(range(64))
+        batches = [train_data.collate_fn(rows[:32]), train_data.collate_fn(rows[32:])] if halves \
+            else [train_data.collate_fn(rows)]
+        get_trainer(config["MODEL_TYPE"], "SASRec")(config, model)._train_epoch(batches, 0)
+        return model.state_dict()
+
+    accumulated, whole = one_optimizer_step(2, halves=True), one_optimizer_step(1, halves=False)
+    unaccumulated = one_optimizer_step(1, halves=True)  # two optimizer steps: must differ
+    for key, value in whole.items():
+        torch.testing.assert_close(accumulated[key], value, atol=1e-6, rtol=0)
+    assert any(not torch.allclose(unaccumulated[k], v, atol=1e-4) for k, v in whole.items())
+
+
+def test_optimizer_steps_count_accumulation_groups_per_part_of_an_epoch():
+    from recbole_llmsrec.trainer import optimizer_steps_before
+
+    # 10 batches in 3 parts (4, 3, 3 batches), groups of 2: 2 + 2 + 2 steps per epoch
+    assert [optimizer_steps_before(p, 10, 3, 2) for p in range(4)] == [0, 2, 4, 6]
+    assert optimizer_steps_before(7, 10, 3, 2) == 14  # two epochs and one part
+    assert optimizer_steps_before(1, 10, 1, 1) == 10
+
+
+def test_bad_distributed_settings_are_refused_with_the_key():
+    from torch import nn
+
+    from recbole_llmsrec.distributed import join_process_group, shard_fsdp
+    from recbole_llmsrec.llm import FrozenLLMNotSaved
+
+    with pytest.raises(ValueError, match="distributed_strategy='zero'"):
+        join_process_group({"gpu_id": "", "local_rank": 0, "world_size": 2, "ip": "localhost",
+                            "port": free_port(), "distributed_strategy": "zero"})
+
+    class FrozenLLMModel(FrozenLLMNotSaved, nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="use distributed_strategy: ddp"):
+        shard_fsdp(FrozenLLMModel(), {"mixed_precision": None, "device": torch.device("cpu")})
+
+
+def test_gradient_accumulation_steps_below_one_is_refused(small_sasrec_config):
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=0"):
+        run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config, "gradient_accumulation_steps": 0})
