@@ -39,6 +39,10 @@ def configs(llm_path, opt_path, minilm_path, out):
         "LLMSRec": {**common, **llm, "projection_hidden_size": 16, "representation_size": 8,
                     "train_negatives": 4},
         "ALLMRec": {**common, **llm, "llm_path": opt_path, "text_encoder_path": minilm_path},
+        "HLLM-frozen": {**common, "item_llm_path": llm_path, "user_llm_path": llm_path,
+                        "freeze_item_llm": True, "max_text_length": 16, "num_negatives": 8,
+                        "MAX_ITEM_LIST_LENGTH": 5, "item_llm_dtype": "float32", "user_llm_dtype": "float32",
+                        "item_llm_gradient_checkpointing": False, "user_llm_gradient_checkpointing": False},
         "HLLM": {**common, "item_llm_path": llm_path, "user_llm_path": llm_path, "max_text_length": 16,
                  "num_negatives": 8, "MAX_ITEM_LIST_LENGTH": 5, "item_llm_dtype": "float32",
                  "user_llm_dtype": "float32", "item_llm_gradient_checkpointing": False,
@@ -47,6 +51,8 @@ def configs(llm_path, opt_path, minilm_path, out):
 
 
 def train_two_steps(model_name, config_dict, world, rank):
+    if world == 1:  # a fresh embedding cache for the reference run
+        config_dict = {**config_dict, "checkpoint_dir": config_dict["checkpoint_dir"] + "-single"}
     config = Config(model=model_name, dataset="ml-100k", config_dict=config_dict)
     torch.manual_seed(config["seed"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
@@ -75,14 +81,22 @@ def train_two_steps(model_name, config_dict, world, rank):
     # two steps: DDP finds a trainable parameter that got no gradient only when the next step starts
     trainer._train_epoch(batches * 2, 0, loss_func=seeded_loss)
     state, _ = recbole_llmsrec.distributed.full_training_state(trainer.model, trainer.optimizer)
-    return {"before": before, "after": {name: state[name] for name in trained if name in state}}
+    result = {"before": before, "after": {name: state[name] for name in trained if name in state}}
+    ddp = getattr(trainer, "ddp_model", None)
+    if ddp is not None:  # the parameters DDP broadcasts and synchronises
+        result["synchronised"] = sorted(n.removeprefix("model.") for n, _ in ddp.module.named_parameters()
+                                        if n not in ddp.parameters_to_ignore)
+    if world > 1 and hasattr(model, "items_encoded"):  # Item LLM forwards of each rank
+        result["items_encoded"] = [None] * world
+        torch.distributed.all_gather_object(result["items_encoded"], model.items_encoded)
+    return result
 
 
 def main(out, llm_path, opt_path, minilm_path):
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     results = {}
     for name, config_dict in configs(llm_path, opt_path, minilm_path, out).items():
-        results[name] = train_two_steps(name, config_dict, world, rank)
+        results[name] = train_two_steps(name.split("-")[0], config_dict, world, rank)
         if world > 1 and name == "HLLM":
             results["HLLM-fsdp"] = train_two_steps(name, {**config_dict, "distributed_strategy": "fsdp"},
                                             world, rank)

@@ -28,7 +28,9 @@ def launch(args, cwd, torchrun=True):
                f"--master_port={free_port()}", *args] if torchrun else [sys.executable, *args]
     run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    output = run.stdout + run.stderr
+    rank_errors = "\n".join(line for line in output.splitlines() if line.startswith("[rank"))
+    assert run.returncode == 0, rank_errors[-6000:] + output[-2000:]
     return run
 
 
@@ -58,11 +60,19 @@ def test_ddp_steps_equal_the_single_process_steps_and_fsdp_equals_ddp(tiny_llms,
     for name, reference in single.items():
         moved = max((reference["after"][k] - reference["before"][k]).abs().max() for k in reference["after"])
         assert moved > 1e-3, f"{name}: the step did not train"
+        # DDP synchronises exactly what trains: never a frozen LLM, the teacher or the stage-1 encoder
+        assert ddp[name]["synchronised"] == sorted(reference["after"])
         for strategy in (name, f"{name}-fsdp") if name == "HLLM" else (name,):
             assert set(ddp[strategy]["after"]) == set(reference["after"])
             for key, value in reference["after"].items():
                 torch.testing.assert_close(ddp[strategy]["after"][key], value, atol=1e-5, rtol=0,
                                            msg=f"{strategy} {key}")
+    assert not any(n.startswith(("llm.", "cf_model.")) for n in ddp["LLMSRec"]["synchronised"])
+    assert not any(n.startswith(("llm.", "cf_model.", "item_autoencoder."))
+                   for n in ddp["ALLMRec"]["synchronised"])
+    # the frozen Item LLM's embedding cache is filled by rank 0 alone; rank 1 reads it
+    encoded = ddp["HLLM-frozen"]["items_encoded"]
+    assert encoded[0] > 0 and encoded[1] == 0
 
 
 def sasrec_overrides(tmp_path):
@@ -72,7 +82,7 @@ def sasrec_overrides(tmp_path):
             "--n_heads=1", "--epochs=2", "--train_batch_size=256"]
 
 
-def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_one_process(tmp_path):
+def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_1_and_2_processes(tmp_path):
     protocol = os.path.join(ROOT, "properties", "protocol", "llmsrec.yaml")  # uni99 outside the history
     launch(["-m", "recbole_llmsrec", f"--config_files={protocol}", *sasrec_overrides(tmp_path)], tmp_path)
     two_processes = logged_result(tmp_path / "log" / "SASRec")
@@ -85,6 +95,11 @@ def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_
     one_process = run_recbole("SASRec", "ml-100k", config_file_list=[protocol], config_dict=config,
                               evaluate=checkpoints[0])["test_result"]
     assert one_process == two_processes
+    (tmp_path / "evaluate").mkdir()
+    launch(["-m", "recbole_llmsrec", f"--config_files={protocol}", *sasrec_overrides(tmp_path),
+            f"--evaluate={checkpoints[0]}"], tmp_path / "evaluate")
+    assert logged_result(tmp_path / "evaluate" / "log" / "SASRec") == one_process
+    assert len(glob.glob(str(tmp_path / "saved" / "SASRec-*.pth"))) == 1  # evaluating saves nothing
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
@@ -192,3 +207,21 @@ def test_bad_distributed_settings_are_refused_with_the_key():
 def test_gradient_accumulation_steps_below_one_is_refused(small_sasrec_config):
     with pytest.raises(ValueError, match="gradient_accumulation_steps=0"):
         run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config, "gradient_accumulation_steps": 0})
+
+
+def test_llmsrec_under_torchrun_matches_its_one_process_evaluation(tiny_llms, tmp_path):
+    llama, _ = tiny_llms
+    protocol = os.path.join(ROOT, "properties", "protocol", "llmsrec.yaml")  # uni99 outside the history
+    profile = os.path.join(ROOT, "properties", "llmsrec-ml-100k-offline.yaml")
+    settings = {"llm_path": llama, "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1,
+                "user_inter_num_interval": "[0,22]", "MAX_ITEM_LIST_LENGTH": 5, "validations_per_epoch": 2,
+                "projection_hidden_size": 32, "train_batch_size": 32, "llm_eval_batch_size": 64}
+    teacher = {"epochs": 1, "hidden_size": 16, "inner_size": 16, "n_layers": 1}
+    launch(["-m", "recbole_llmsrec", "--model=LLMSRec", f"--config_files={protocol} {profile}",
+            f"--cf_config={teacher}", *[f"--{k}={v}" for k, v in settings.items()]], tmp_path)
+    assert len(glob.glob(str(tmp_path / "saved" / "SASRec-*.pth"))) == 1  # the teacher, trained once
+    two_processes = logged_result(tmp_path / "log" / "LLMSRec")
+    checkpoint = glob.glob(str(tmp_path / "saved" / "LLMSRec-*.pth"))[0]
+    evaluated = run_recbole("LLMSRec", "ml-100k", config_file_list=[protocol, profile],
+                            config_dict={**settings, "cf_config": teacher}, evaluate=checkpoint)
+    assert evaluated["test_result"] == two_processes
