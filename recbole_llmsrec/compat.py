@@ -23,6 +23,9 @@ Each fix is idempotent; the README's "RecBole 1.2.1 on today's stack" table says
    only) and saves from every machine's local rank 0. ``recbole_llmsrec.distributed`` replaces the
    device set-up, wrapping and ``Trainer._train_epoch``; rank 0 alone saves, after an FSDP gather, and
    the other ranks wait for the complete file.
+8. ``Collector.get_data_struct`` calls ``.cpu()`` on every entry, also the counts ``data_collect``
+   stores for ItemCoverage, AveragePopularity, GiniIndex, ShannonEntropy and TailPercentage, so these
+   metrics crashed: only tensors are moved now.
 """
 
 import importlib
@@ -46,6 +49,8 @@ def _restore_numpy_aliases():
 
 def _config_getstate(self):
     state = dict(self.__dict__)
+    if not self.final_config_dict.get("single_spec", True):  # saved by a distributed run: loadable anywhere
+        state["final_config_dict"] = {**self.final_config_dict, "single_spec": True, "world_size": 1}
     state.pop("yaml_loader", None)
     model_class = state.pop("model_class", None)
     state["model_class_path"] = (
@@ -123,6 +128,15 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         torch.distributed.barrier()  # no rank reads the best model before it is on disk
 
 
+def _get_data_struct_with_counts(self, recbole_get_data_struct):
+    data = self.data_struct._data_dict
+    counts = {key: data.pop(key) for key in list(data) if not isinstance(data[key], torch.Tensor)}
+    struct = recbole_get_data_struct(self)
+    data.update(counts)
+    struct._data_dict.update(counts)
+    return struct
+
+
 def _trainer_init_without_ddp(self, config, model):
     """RecBole's ``AbstractTrainer.__init__`` without its DDP wrapping (``distributed.train_epoch``
     wraps the trainable part when training starts)."""
@@ -155,7 +169,7 @@ def load_checkpoint(path, map_location="cpu", allow_unsafe=False):
     the file is trusted) asks for a full unpickle.
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint file not found: {path}") from None
     except Exception as err:  # torch raises UnpicklingError/RuntimeError variants here
@@ -222,6 +236,7 @@ def apply():
     import recbole.data.utils
     from recbole.config import Config as RecBoleConfig
     from recbole.trainer import Trainer
+    from recbole.evaluator.collector import Collector
     from recbole.trainer.trainer import AbstractTrainer
 
     from recbole_llmsrec import distributed
@@ -233,6 +248,8 @@ def apply():
     Trainer._save_checkpoint = _save_checkpoint
     Trainer._train_epoch = distributed.train_epoch
     AbstractTrainer.__init__ = _trainer_init_without_ddp
+    recbole_get_data_struct = Collector.get_data_struct
+    Collector.get_data_struct = lambda self: _get_data_struct_with_counts(self, recbole_get_data_struct)
     recbole.data.utils.create_dataset = recbole.data.create_dataset = create_dataset_without_pickle
     recbole.data.utils.load_split_dataloaders = load_split_dataloaders_never
     torch.serialization.add_safe_globals(checkpoint_safe_globals())

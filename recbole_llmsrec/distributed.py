@@ -20,8 +20,14 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.nn.parallel import DistributedDataParallel
 
 STRATEGIES = ("ddp", "fsdp")
+TRAINERS_WITH_OWN_LOOP = ("NCLTrainer",)  # RecBole's: its _train_epoch drives RecBole's own DDP
 FSDP_METHODS = ("calculate_loss", "predict", "full_sort_predict")
 
 
@@ -51,9 +57,6 @@ def join_process_group(final):
     else:
         global_rank, world = final["local_rank"] + (final.get("offset") or 0), final["world_size"]
         init_method = f"tcp://{final['ip']}:{final['port']}"
-    strategy = final.get("distributed_strategy") or "ddp"
-    if strategy not in STRATEGIES:
-        raise ValueError(f"distributed_strategy={strategy!r} is not one of {STRATEGIES}.")
     cuda = torch.cuda.is_available() and bool(gpu_ids)
     if cuda:
         torch.cuda.set_device(final["local_rank"])
@@ -65,6 +68,11 @@ def join_process_group(final):
                  device=torch.device("cuda", final["local_rank"]) if cuda else torch.device("cpu"))
     if global_rank != 0:
         final.update(state="error", show_progress=False, verbose=False)
+
+
+def leave_process_group():
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def as_single_process(config):
@@ -173,28 +181,34 @@ class LossForward(nn.Module):
 
 
 def wrap_ddp(model, config):
-    """DDP over the trainable parameters of ``model``; frozen parameters and buffers are ignored (never
-    broadcast, never bucketed): they are the same on every rank by construction."""
-    from torch.nn.parallel import DistributedDataParallel
+    """DDP over the trainable parameters of ``model``; frozen parameters are ignored (never broadcast,
+    never bucketed). The plugin's models use every trained parameter in every step and hold only
+    constant buffers (ignored too). RecBole's models are wrapped as RecBole did: buffers broadcast from
+    rank 0, BatchNorm synchronised on GPU, and parameters a step leaves unused allowed (KTUP, KGAT)."""
+    from recbole_llmsrec.utils import is_plugin_model
 
+    plugin = is_plugin_model(type(model))
+    if not plugin and config["device"].type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     wrapper = LossForward(model)
     ignored = [n for n, p in wrapper.named_parameters() if not p.requires_grad]
-    ignored += [n for n, _ in wrapper.named_buffers()]
+    ignored += [n for n, _ in wrapper.named_buffers()] if plugin else []
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapper, ignored)
     device_ids = [config["local_rank"]] if config["device"].type == "cuda" else None
-    return DistributedDataParallel(wrapper, device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(wrapper, device_ids=device_ids, broadcast_buffers=not plugin,
+                                   find_unused_parameters=not plugin)
 
 
 def shard_fsdp(model, config):
     """FSDP2 on ``model`` (in place): each transformer layer with a trainable parameter is its own unit,
     the rest of the model the root unit; ``calculate_loss``/``predict``/``full_sort_predict`` gather the
     root's parameters as ``forward`` would."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+    from recbole_llmsrec.utils import is_plugin_model
 
-    if getattr(model, "unsaved_prefixes", None):
-        raise ValueError(f"distributed_strategy: fsdp is for models whose large parts train (HLLM, "
-                         f"RecBole's); {type(model).__name__} trains only small modules next to a frozen "
-                         "LLM: use distributed_strategy: ddp.")
+    if getattr(model, "unsaved_prefixes", None) or not is_plugin_model(type(model)):
+        raise ValueError(f"distributed_strategy: fsdp is for models whose LLMs train (HLLM); "
+                         f"{type(model).__name__} fits one GPU or trains only small modules next to a "
+                         "frozen LLM: use distributed_strategy: ddp.")
     dtype = config["mixed_precision"]
     policy = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32) \
         if dtype and config["device"].type == "cuda" else MixedPrecisionPolicy()
@@ -202,22 +216,18 @@ def shard_fsdp(model, config):
     for module in model.modules():
         if type(module).__name__ in layer_classes and any(p.requires_grad for p in module.parameters()):
             fully_shard(module, mp_policy=policy)
-    fully_shard(model, mp_policy=policy)
+    # frozen parameters (a frozen Item LLM) are replicated, never gathered: rank 0 alone may run them
+    fully_shard(model, mp_policy=policy, ignored_params={p for p in model.parameters() if not p.requires_grad})
     for method in FSDP_METHODS:
         register_fsdp_forward_method(model, method)
     return model
 
 
 def is_fsdp(model):
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(model, FSDPModule)
 
 
-def _full_options():
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def _optimizer_index(model, optimizer):
@@ -227,46 +237,37 @@ def _optimizer_index(model, optimizer):
     return {names[id(p)]: i for i, p in enumerate(params)}
 
 
+def _renamed(optimizer_state, key):
+    """An optimizer state dict with every parameter key ``k`` replaced by ``key[k]``."""
+    return {"state": {key[k]: value for k, value in optimizer_state.get("state", {}).items()},
+            "param_groups": [{**g, "params": [key[k] for k in g["params"]]}
+                             for g in optimizer_state["param_groups"]]}
+
+
 def full_training_state(model, optimizer):
     """``(state_dict, optimizer_state)`` in the single-process format; under FSDP a collective every rank
     calls (rank 0 gets the full tensors, on CPU)."""
     if not is_fsdp(model):
         return model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-    state = get_model_state_dict(model, options=_full_options())
-    by_name = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    state = get_model_state_dict(model, options=FULL)
+    by_name = get_optimizer_state_dict(model, optimizer, options=FULL)
     if rank() != 0:
         return state, by_name  # empty: only rank 0 receives the gathered tensors
-    index = _optimizer_index(model, optimizer)
-    optimizer_state = {
-        "state": {index[name]: value for name, value in by_name.get("state", {}).items()},
-        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]],
-    }
-    return state, optimizer_state
+    return state, _renamed(by_name, _optimizer_index(model, optimizer))
 
 
 def load_full_state(model, state_dict):
     """Load a single-process state dict into ``model``, sharded or not."""
     if not is_fsdp(model):
         return model.load_state_dict(state_dict)
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict
-
-    return set_model_state_dict(model, state_dict, options=_full_options())
+    return set_model_state_dict(model, state_dict, options=FULL)
 
 
 def load_full_optimizer_state(model, optimizer, optimizer_state):
     if not is_fsdp(model):
         return optimizer.load_state_dict(optimizer_state)
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
     name = {i: n for n, i in _optimizer_index(model, optimizer).items()}
-    by_name = {
-        "state": {name[i]: value for i, value in optimizer_state["state"].items()},
-        "param_groups": [{**g, "params": [name[i] for i in g["params"]]}
-                         for g in optimizer_state["param_groups"]],
-    }
-    set_optimizer_state_dict(model, optimizer, by_name, options=_full_options())
+    set_optimizer_state_dict(model, optimizer, _renamed(optimizer_state, name), options=FULL)
 
 
 def accumulation_steps(config):
@@ -274,16 +275,6 @@ def accumulation_steps(config):
 
     return require_at_least(config, "gradient_accumulation_steps", 1) \
         if config["gradient_accumulation_steps"] is not None else 1
-
-
-def _gradient_sync(trainer, on):
-    """A context in which the backward synchronises gradients across ranks only if ``on``."""
-    ddp = getattr(trainer, "ddp_model", None)
-    if ddp is not None and not on:
-        return ddp.no_sync()
-    if is_fsdp(trainer.model):
-        trainer.model.set_requires_gradient_sync(on)
-    return contextlib.nullcontext()
 
 
 def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -311,7 +302,10 @@ def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False
         group_start = batch_idx - batch_idx % steps
         group_size = min(steps, batches - group_start)
         last_of_group = batch_idx == group_start + group_size - 1
-        with _gradient_sync(self, last_of_group):
+        # DDP synchronises on a group's last batch; FSDP reduce-scatters after every batch (keeping
+        # unsharded gradients between batches would undo its memory saving)
+        ddp = getattr(self, "ddp_model", None)
+        with ddp.no_sync() if ddp is not None and not last_of_group else contextlib.nullcontext():
             with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
                 losses = self.ddp_model(interaction, loss_func) if distributed and not is_fsdp(self.model) \
                     else loss_func(interaction)
@@ -330,6 +324,8 @@ def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False
             scaler.step(self.optimizer)
             scaler.update()
             self.optimizer.zero_grad()
+            if hasattr(self.model, "after_optimizer_step"):
+                self.model.after_optimizer_step()
         if self.gpu_available and show_progress:
             iter_data.set_postfix_str(set_color("GPU RAM: " + get_gpu_usage(self.device), "yellow"))
     return total_loss
@@ -346,8 +342,14 @@ class DistributedTrainer:
                  if is_distributed(config) else 1]
         self.logger.info(f"global batch = train_batch_size x gradient_accumulation_steps x processes = "
                          f"{' x '.join(map(str, batch))} = {math.prod(batch)}")
+        if (config["distributed_strategy"] or "ddp") not in STRATEGIES:
+            raise ValueError(f"distributed_strategy={config['distributed_strategy']!r} is not one of "
+                             f"{STRATEGIES}.")
         if not is_distributed(config):
             return
+        if any(c.__name__ in TRAINERS_WITH_OWN_LOOP for c in type(self).__mro__):
+            raise ValueError(f"{type(self).__name__} trains with its own loop, which recbole_llmsrec "
+                             "does not distribute: run it in one process.")
         if config["distributed_strategy"] == "fsdp":
             shard_fsdp(self.model, config)
             self.optimizer = self._build_optimizer()  # over the sharded parameters
@@ -364,7 +366,7 @@ class DistributedTrainer:
             from recbole_llmsrec.compat import load_checkpoint
 
             checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+            checkpoint = load_checkpoint(checkpoint_file)  # CPU, memory-mapped: not a full copy per GPU
             load_full_state(self.model, checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
@@ -377,7 +379,7 @@ class DistributedTrainer:
         from recbole_llmsrec.compat import load_checkpoint
 
         self.saved_model_file = str(resume_file)
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        checkpoint = load_checkpoint(resume_file)
         self.start_epoch, self.cur_step = checkpoint["epoch"] + 1, checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         load_full_state(self.model, checkpoint["state_dict"])

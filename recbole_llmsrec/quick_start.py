@@ -24,7 +24,7 @@ from recbole_llmsrec.cf_teacher import data_differences
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.distributed import is_distributed, rank
+from recbole_llmsrec.distributed import is_distributed, leave_process_group, rank
 from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
@@ -73,7 +73,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if evaluate:
-        return {"test_result": evaluate_checkpoint(trainer, test_data, evaluate)}
+        return {"test_result": evaluate_checkpoint(trainer, train_data, test_data, evaluate)}
     if checkpoint:
         trainer.resume_checkpoint(checkpoint)
 
@@ -97,7 +97,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     }
 
 
-def evaluate_checkpoint(trainer, test_data, path):
+def evaluate_checkpoint(trainer, train_data, test_data, path):
     """RecBole's test of the model saved at ``path`` (refused if it is another model or other data)."""
     config = trainer.config
     saved = load_checkpoint(path, map_location="cpu")["config"]
@@ -106,16 +106,11 @@ def evaluate_checkpoint(trainer, test_data, path):
         raise ValueError(f"--evaluate={path} holds a {saved['model']} trained with other settings than "
                          f"this {config['model']} run: {differences or 'another model'}. Pass the same "
                          "--model, --dataset and config files as its training run.")
+    trainer.eval_collector.data_collect(train_data)  # as fit does: coverage/popularity metrics need it
     test_result = trainer.evaluate(test_data, load_best_model=True, model_file=path,
                                    show_progress=config["show_progress"])
     getLogger().info(set_color("test result", "yellow") + f": {test_result}")
     return test_result
-
-
-def spawned_run(local_rank, kwargs):
-    """One of the ``--nproc`` processes (``torch.multiprocessing.spawn`` passes its index first)."""
-    kwargs["config_dict"] = {**kwargs["config_dict"], "local_rank": local_rank}
-    run_recbole(**kwargs)
 
 
 def build_parser():
@@ -151,7 +146,10 @@ def main(argv=None):
     kwargs = dict(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
                   checkpoint=args.checkpoint, evaluate=args.evaluate)
     if args.nproc == 1 and args.world_size <= 0:
-        run_recbole(**kwargs)
+        try:
+            run_recbole(**kwargs)
+        finally:
+            leave_process_group()  # under torchrun
         return
     import torch.multiprocessing
 
@@ -159,6 +157,15 @@ def main(argv=None):
     kwargs["config_dict"] = {"world_size": world_size, "ip": args.ip, "port": args.port,
                              "nproc": args.nproc, "offset": args.group_offset}
     torch.multiprocessing.spawn(spawned_run, args=(kwargs,), nprocs=args.nproc, join=True)
+
+
+def spawned_run(local_rank, kwargs):
+    """One of the ``--nproc`` processes (``torch.multiprocessing.spawn`` passes its index first)."""
+    kwargs["config_dict"] = {**kwargs["config_dict"], "local_rank": local_rank}
+    try:
+        run_recbole(**kwargs)
+    finally:
+        leave_process_group()
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def configs(llm_path, opt_path, minilm_path, out):
         "HLLM": {**common, "item_llm_path": llm_path, "user_llm_path": llm_path, "max_text_length": 16,
                  "num_negatives": 8, "MAX_ITEM_LIST_LENGTH": 5, "item_llm_dtype": "float32",
                  "user_llm_dtype": "float32", "item_llm_gradient_checkpointing": False,
-                 "user_llm_gradient_checkpointing": False, "item_encode_batch_size": 3},
+                 "user_llm_gradient_checkpointing": False, "item_encode_batch_size": 3,
+                 "nce_threshold": 1.1},  # random tiny LLMs: every cosine is near 1, none may be masked
     }
 
 
@@ -57,6 +58,8 @@ def train_two_steps(model_name, config_dict, world, rank):
     torch.manual_seed(config["seed"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
     model = get_model(model_name)(config, train_data._dataset)
+    if model_name == "HLLM" and not config["freeze_item_llm"]:
+        model.max_logit_scale = 1.0  # below the initial 2.66: every step ends clamping the temperature
     if model_name == "ALLMRec":  # stage 2 with the (random) stage-1 encoder frozen
         model.stage_done.fill_(True)
         model._freeze_finished_stages()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from recbole_llmsrec import run_recbole
+from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.tiny_llm import build_tiny_llm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,6 +68,8 @@ def test_ddp_steps_equal_the_single_process_steps_and_fsdp_equals_ddp(tiny_llms,
             for key, value in reference["after"].items():
                 torch.testing.assert_close(ddp[strategy]["after"][key], value, atol=1e-5, rtol=0,
                                            msg=f"{strategy} {key}")
+    for strategy in ("HLLM", "HLLM-fsdp"):  # the clamp reached the stored (under FSDP sharded) parameter
+        assert ddp[strategy]["after"]["logit_scale"] <= 1.0
     assert not any(n.startswith(("llm.", "cf_model.")) for n in ddp["LLMSRec"]["synchronised"])
     assert not any(n.startswith(("llm.", "cf_model.", "item_autoencoder."))
                    for n in ddp["ALLMRec"]["synchronised"])
@@ -88,6 +91,7 @@ def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_
     two_processes = logged_result(tmp_path / "log" / "SASRec")
     checkpoints = glob.glob(str(tmp_path / "saved" / "SASRec-*.pth"))
     assert len(checkpoints) == 1  # written by rank 0 only
+    assert load_checkpoint(checkpoints[0])["config"]["single_spec"]  # its config loads in one process
 
     config = {"use_gpu": False, "show_progress": False, "checkpoint_dir": str(tmp_path / "saved"),
               "user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
@@ -187,15 +191,22 @@ def test_optimizer_steps_count_accumulation_groups_per_part_of_an_epoch():
     assert optimizer_steps_before(1, 10, 1, 1) == 10
 
 
-def test_bad_distributed_settings_are_refused_with_the_key():
+def test_bad_distributed_settings_are_refused_with_the_key(small_sasrec_config):
     from torch import nn
 
-    from recbole_llmsrec.distributed import join_process_group, shard_fsdp
+    from recbole_llmsrec import Config
+    from recbole_llmsrec.data.dataset import create_dataset
+    from recbole_llmsrec.distributed import shard_fsdp
+    from recbole_llmsrec.utils import get_model
+
+    config = Config(model="SASRec", dataset="ml-100k", config_dict=small_sasrec_config)
+    dataset = create_dataset(config)
     from recbole_llmsrec.llm import FrozenLLMNotSaved
 
     with pytest.raises(ValueError, match="distributed_strategy='zero'"):
-        join_process_group({"gpu_id": "", "local_rank": 0, "world_size": 2, "ip": "localhost",
-                            "port": free_port(), "distributed_strategy": "zero"})
+        run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config, "distributed_strategy": "zero"})
+    with pytest.raises(ValueError, match="use distributed_strategy: ddp"):  # RecBole's models fit one GPU
+        shard_fsdp(get_model("SASRec")(config, dataset), config)
 
     class FrozenLLMModel(FrozenLLMNotSaved, nn.Module):
         pass
@@ -225,3 +236,18 @@ def test_llmsrec_under_torchrun_matches_its_one_process_evaluation(tiny_llms, tm
     evaluated = run_recbole("LLMSRec", "ml-100k", config_file_list=[protocol, profile],
                             config_dict={**settings, "cf_config": teacher}, evaluate=checkpoint)
     assert evaluated["test_result"] == two_processes
+
+
+def test_evaluate_only_supports_metrics_that_need_the_training_data(small_sasrec_config):
+    trained = run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config, "epochs": 1})
+    result = run_recbole("SASRec", "ml-100k", config_dict={
+        **small_sasrec_config, "metrics": ["Recall", "ItemCoverage", "AveragePopularity"]},
+        evaluate=trained["saved_model_file"])["test_result"]
+    assert result["itemcoverage@10"] > 0 and result["averagepopularity@10"] > 0
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_model_or_data(small_sasrec_config):
+    trained = run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config, "epochs": 1})
+    with pytest.raises(ValueError, match="user_inter_num_interval"):
+        run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config,
+                    "user_inter_num_interval": "[0,30]"}, evaluate=trained["saved_model_file"])

@@ -202,3 +202,11 @@ def test_frozen_item_llm_table_is_the_eval_mode_one_after_model_train(hllm_confi
     in_eval = model.frozen_item_table()
     assert model.items_encoded == 200                             # really encoded a second time
     torch.testing.assert_close(in_training, in_eval, rtol=0, atol=1e-6)
+
+
+def test_checkpoint_with_the_old_scalar_temperature_still_loads(hllm_config):
+    _, model, *_ = prepare(hllm_config)
+    state = model.state_dict()
+    state["logit_scale"] = torch.tensor(1.5)  # saved before logit_scale had shape [1] (for FSDP)
+    model.load_state_dict(state)
+    assert model.logit_scale.shape == (1,) and float(model.logit_scale) == 1.5

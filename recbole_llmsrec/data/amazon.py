@@ -2,59 +2,21 @@
 
     python -m recbole_llmsrec.data.amazon REVIEWS META --out dataset --name Movies_and_TV
 
-REVIEWS / META are the files as distributed, gzipped or plain JSON lines:
-2018: ``{Category}.json.gz`` (``reviewerID``, ``asin``, ``overall``, ``unixReviewTime`` in s) and
-``meta_{Category}.json.gz`` (``asin``, ``title``, ``description`` list, ``category``/``categories``,
-``price`` like "$12.99", ``brand``); 2023: ``{Category}.jsonl.gz`` (``user_id``, ``parent_asin``,
-``rating``, ``timestamp`` in ms) and ``meta_{Category}.jsonl.gz`` (``parent_asin``, ``title``,
-``description`` list, ``categories``, ``price``, ``store``). The release is recognised per line.
+README "Amazon Reviews datasets" gives the formats, options and guarantees; the design points:
 
-Writes ``{out}/{name}/{name}.inter`` (``user_id:token item_id:token rating:float timestamp:float``,
-timestamps in seconds for both releases) and ``{name}.item`` (``item_id:token title:token_seq
-description:token_seq categories:token_seq price:float brand:token``), text with HTML stripped and
-tabs/newlines removed, categories as tokens with inner spaces turned into ``_``.
-
-Reading. Each file is read as bytes and every line is decoded on its own, strictly as UTF-8: a line that
-is not UTF-8 is counted as undecodable and skipped (decoding with replacement characters instead would
-invent user and item ids), so one bad byte costs one line, never the run. A metadata line that is not
-JSON is read as a Python literal (some public meta files were written with ``str(dict)``:
-``{'asin': 'B0001', 'title': 'A title'}``) by ``ast.literal_eval``, which builds literals and never runs
-code; it then counts as parsed. Undecodable and malformed lines are counted per file in the summary.
-A truncated or corrupt ``.gz`` is a bad file, not a bad line: the run fails, saying how many lines of it
-were read.
-
-Processing, in this order (each step's drops are counted in the printed summary):
-
-1. parse: a line that is not a JSON object with a user, an item (ids: non-empty printable strings, so no
-   tab or line break can break a column), a finite rating and a finite time is counted as malformed and
-   skipped; ``--min-rating`` drops reviews rated below it.
-2. sample: ``--user-fraction F`` (default 1: all) keeps a user, with all their reviews, iff a stable
-   hash of ``"{--seed}:{raw user id}"`` maps below F in [0, 1); the summary counts the users (with a
-   review left by step 1) and reviews it dropped. This is LLM-SRec's per-category sampling (5% of
-   Movies_and_TV and Electronics users, 33% of CDs_and_Vinyl), done, as there, before the count-based
-   filters, so a dropped user's reviews count towards no item's k-core. It keeps about the same fraction,
-   seeded, not the same users: the original takes ``random.sample`` of exactly F * users in its own id
-   order, a stream that cannot be reproduced outside its code. Here the choice depends on neither file
-   order, buckets nor ``PYTHONHASHSEED``, and is nested: for one seed, a user kept at 0.05 is kept at 0.33.
-3. dedupe: repeated (user, item) events keep the earliest (ties: the first in the file).
-4. ``--drop-untitled`` drops items whose metadata has no title (by default they are kept, with an empty
-   title, and their other fields still written: the originals lost titles when a description was missing).
-5. iterative k-core (``--k-core``, default 5; 0 turns it off): users and items with fewer than k
-   interactions are removed until every remaining user and item has at least k.
-6. the ``.inter`` rows of a user are in time order, ties in file order (a stable sort), so RecBole's
-   (stable) ordering sees the same sequence.
-
-Output is all or nothing. Both files are written under temporary names in a hidden work folder inside
-the output folder (same file system), flushed to disk, and renamed into place with ``os.replace`` only
-after everything succeeded, the two renames last. Existing ``{name}.inter``/``{name}.item`` are replaced
-only with ``--overwrite`` (else the run refuses before reading anything). A run that fails (unreadable
-or truncated input, no interaction kept, no kept item with a title) exits non-zero with a one-line
-reason, leaves earlier output byte-identical and removes its temporary files (and any folder it created).
-
-Memory is bounded by the number of distinct users and items (sampled-out users' ids included; their
-reviews are never stored), not by the file: reviews are streamed into a compact binary file, partitioned
-by user into buckets of at most ``--bucket-records`` records, and every later pass reads one bucket (or
-one chunk) at a time.
+- Every line is decoded on its own, strictly as UTF-8 (replacement characters would invent ids): a bad
+  line is counted and skipped; a meta line that is not JSON is read with ``ast.literal_eval`` (never
+  runs code); a truncated ``.gz`` fails the run, saying how many lines were read.
+- Steps, each counted in the summary: parse (ids are non-empty printable strings, so no tab or line
+  break can break a column), ``--min-rating``, ``--user-fraction`` (a stable hash of
+  ``"{seed}:{user}"``: seeded, nested, independent of file order, before the k-core as in LLM-SRec;
+  the same fraction, not the original's ``random.sample`` users), dedupe (earliest event),
+  ``--drop-untitled``, iterative k-core, rows in time order (stable).
+- All or nothing: both files are written in a hidden work folder of the output folder, flushed, and
+  renamed into place last; ``--overwrite`` is needed to replace output; a failed run leaves earlier
+  output byte-identical and removes its files.
+- Memory is bounded by the distinct users and items, not the file: reviews are streamed to a compact
+  binary file in per-user buckets of at most ``--bucket-records`` records, read one at a time.
 """
 
 import argparse

@@ -80,6 +80,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         # shape [1], not a scalar: FSDP shards no 0-d parameter
         self.logit_scale = nn.Parameter(torch.tensor([math.log(1 / config["temperature_init"])]))
         self.max_logit_scale = math.log(1 / config["temperature_min"])
+        self.after_optimizer_step()
         self.num_negatives = require_at_least(config, "num_negatives", 1)
         self.nce_threshold = config["nce_threshold"]
         self.item_batch_size = config["item_encode_batch_size"]
@@ -174,9 +175,20 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
             return self.user_llm(inputs_embeds=item_embeddings.to(self.user_llm.dtype),
                                  attention_mask=mask.long()).last_hidden_state.float()
 
+    @torch.no_grad()
+    def after_optimizer_step(self):
+        """Temperature in [temperature_min, 1]: the original clamped before each forward; clamping at
+        start and after each step gives every forward the same value, and under FSDP it changes the
+        stored (sharded) parameter, not the temporary copy a forward sees."""
+        self.logit_scale.clamp_(0, self.max_logit_scale)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        scale = state_dict.get(prefix + "logit_scale")
+        if scale is not None and scale.dim() == 0:  # a checkpoint from before it had shape [1]
+            state_dict[prefix + "logit_scale"] = scale.view(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def calculate_loss(self, interaction):
-        with torch.no_grad():
-            self.logit_scale.clamp_(0, self.max_logit_scale)   # temperature in [temperature_min, 1]
         item_seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         rows = torch.arange(len(item_seq), device=item_seq.device)
         sequence = torch.cat([item_seq, torch.zeros_like(item_seq[:, :1])], dim=1)
