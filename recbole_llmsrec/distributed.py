@@ -266,6 +266,10 @@ def load_full_state(model, state_dict):
 def load_full_optimizer_state(model, optimizer, optimizer_state):
     if not is_fsdp(model):
         return optimizer.load_state_dict(optimizer_state)
+    # the saved hyper-parameters first, as Optimizer.load_state_dict does: torch's loader only fills
+    # keys the groups already have (a schedule's initial_lr is in the file, not yet in the groups)
+    for group, saved in zip(optimizer.param_groups, optimizer_state["param_groups"]):
+        group.update({key: value for key, value in saved.items() if key != "params"})
     name = {i: n for n, i in _optimizer_index(model, optimizer).items()}
     set_optimizer_state_dict(model, optimizer, _renamed(optimizer_state, name), options=FULL)
 

@@ -131,6 +131,12 @@ def test_hllm_run_in_two_processes_evaluates_and_resumes_in_one_process(strategy
     resumed = run_recbole("HLLM", "ml-100k", config_file_list=[protocol, profile],
                           config_dict={**settings, "epochs": 2}, checkpoint=checkpoint)
     assert resumed["test_result"] is not None
+    if strategy == "fsdp":  # and back into two processes (the one-process resume saved epoch 1 there)
+        (tmp_path / "resume").mkdir()
+        launch([*command, "--distributed_strategy=fsdp", "--epochs=3", f"--checkpoint={checkpoint}"],
+               tmp_path / "resume")
+        log = open(glob.glob(str(tmp_path / "resume" / "log" / "HLLM" / "*.log"))[0]).read()
+        assert "Resume training from epoch 2" in log and "epoch 2 training" in log
 
 
 def test_allmrec_under_torchrun_trains_its_teacher_and_stage1_once(tiny_llms, minilm_path, tmp_path):

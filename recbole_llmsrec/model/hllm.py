@@ -167,7 +167,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
                 by_item.update(zip(batch, encoded))
             else:  # FSDP: a forward only to match the other ranks' count; its backward must run too
                 filler_anchor = filler_anchor + 0.0 * encoded.sum()
-        return self.adapter(torch.stack([by_item[i] for i in items]) + filler_anchor)
+        encoded = torch.stack([by_item[i] for i in items])
+        return self.adapter(encoded + filler_anchor if fillers else encoded)
 
     # ----- User LLM ---------------------------------------------------------------------------
     def _user_states(self, item_embeddings, mask):
