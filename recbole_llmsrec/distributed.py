@@ -94,11 +94,9 @@ def from_rank0(config, obj):
 def per_process_batch(config):
     """While RecBole builds the loaders: ``train_batch_size`` per process (RecBole's loader divides the
     batch by the world size; with this the division gives back ``train_batch_size``)."""
-    if not is_distributed(config):
-        yield
-        return
     batch = config["train_batch_size"]
-    config["train_batch_size"] = batch * config["world_size"]
+    if is_distributed(config):
+        config["train_batch_size"] = batch * config["world_size"]
     try:
         yield
     finally:
