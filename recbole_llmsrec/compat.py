@@ -22,7 +22,8 @@ Each fix is idempotent; the README's "RecBole 1.2.1 on today's stack" table says
 7. Distributed runs: RecBole initialises NCCL whatever the device, wraps the whole model in DDP (CUDA
    only) and saves from every machine's local rank 0. ``recbole_llmsrec.distributed`` replaces the
    device set-up, wrapping and ``Trainer._train_epoch``; rank 0 alone saves, after an FSDP gather, and
-   the other ranks wait for the complete file.
+   the other ranks wait for the complete file. RecBole's ``ensure_dir`` (check, then create) crashed
+   one of two processes creating ``checkpoint_dir`` together; it now creates with ``exist_ok``.
 8. ``Collector.get_data_struct`` calls ``.cpu()`` on every entry, also the counts ``data_collect``
    stores for ItemCoverage, AveragePopularity, GiniIndex, ShannonEntropy and TailPercentage, so these
    metrics crashed: only tensors are moved now.
@@ -248,6 +249,9 @@ def apply():
     Trainer._save_checkpoint = _save_checkpoint
     Trainer._train_epoch = distributed.train_epoch
     AbstractTrainer.__init__ = _trainer_init_without_ddp
+    for module in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.data.utils",
+                   "recbole.trainer.trainer", "recbole.data.dataset.dataset"):
+        importlib.import_module(module).ensure_dir = lambda path: os.makedirs(path, exist_ok=True)
     recbole_get_data_struct = Collector.get_data_struct
     Collector.get_data_struct = lambda self: _get_data_struct_with_counts(self, recbole_get_data_struct)
     recbole.data.utils.create_dataset = recbole.data.create_dataset = create_dataset_without_pickle

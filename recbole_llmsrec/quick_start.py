@@ -1,14 +1,10 @@
 """``run_recbole`` and the command line, without ``recbole.quick_start`` (which imports ray 2.6.3).
 
-For RecBole's own models this runs exactly the steps of RecBole 1.2.1's ``run_recbole`` in the same
-order (seeding, dataset, split, model, FLOPs count, fit, evaluate), so the metrics are identical to
-RecBole's for the same config and seed; the split goes through ``evaluation.data_preparation`` and the
-trainer through ``get_trainer``, which add the plugin's evaluation protocol options (off by default)
-and score sampled modes once per user (same metrics as RecBole's per-row path). For this plugin's models the thop FLOPs count is skipped: it
-would push a sample through a multi-billion-parameter LLM only to log a number thop cannot count.
-
-Several processes: ``torchrun``, or RecBole's ``--nproc`` (spawned here as RecBole's ``run`` does). Every
-rank builds its model from ``seed`` (same initial weights), then reseeds ``seed + rank`` (RecBole seeds
+RecBole 1.2.1's ``run_recbole`` steps in its order (seeding, dataset, split, model, FLOPs count, fit,
+evaluate): the same metrics for RecBole's models, with the plugin's split (``evaluation``) and trainers
+(``get_trainer``). The thop FLOPs count is skipped for the plugin's models (it cannot count an LLM).
+Several processes: ``torchrun``, or RecBole's ``--nproc`` (spawned here as RecBole's ``run`` does); the
+model is built from ``seed`` on every rank, which then reseeds ``seed + rank`` (RecBole seeded
 ``seed + local_rank`` before building). ``--evaluate=CHECKPOINT``: test a saved model, no training.
 """
 

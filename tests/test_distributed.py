@@ -257,3 +257,11 @@ def test_evaluate_refuses_a_checkpoint_of_another_model_or_data(small_sasrec_con
     with pytest.raises(ValueError, match="user_inter_num_interval"):
         run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config,
                     "user_inter_num_interval": "[0,30]"}, evaluate=trained["saved_model_file"])
+
+
+def test_recbole_creates_checkpoint_dir_safely_when_another_process_just_did(tmp_path, monkeypatch):
+    from recbole.trainer import trainer as recbole_trainer
+
+    (tmp_path / "saved").mkdir()  # another rank created it between RecBole's check and its makedirs
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    recbole_trainer.ensure_dir(str(tmp_path / "saved"))  # RecBole's own raised FileExistsError here
