@@ -5,11 +5,9 @@ Each fix is idempotent; the README's "RecBole 1.2.1 on today's stack" table says
 
 1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which every ``Config`` reads:
    the aliases are restored.
-2. torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints (pickle protocol 4, a ``Config``
-   holding class objects) cannot load that way. Checkpoints are written with torch's default protocol,
-   ``Config`` pickles the model class as its import path (looked up again only if it is a RecBole
-   recommender), the best valid score as a float, and the types a checkpoint holds are registered as
-   safe globals: reading a checkpoint never runs code (``load_checkpoint``: the explicit opt-in).
+2. torch >= 2.6 loads with ``weights_only=True``, which RecBole's checkpoints (pickle protocol 4, class
+   objects in the ``Config``) fail. Checkpoints use torch's protocol, ``Config`` pickles the model class
+   as its import path, and a checkpoint's types are safe globals: reading one never runs code.
 3. ``recbole.quick_start`` imports ray 2.6.3 (needs numpy 1): never imported (``quick_start`` here).
 4. ``sine.py`` turns on ``torch.autograd.set_detect_anomaly(True)`` at import, for every sequential
    model: turned off again after importing them once (same numbers, much faster backward).

@@ -28,7 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 STRATEGIES = ("ddp", "fsdp")
 TRAINERS_WITH_OWN_LOOP = ("NCLTrainer",)  # RecBole's: its _train_epoch drives RecBole's own DDP
-FSDP_METHODS = ("calculate_loss", "predict", "full_sort_predict")
 
 
 def is_distributed(config):
@@ -68,11 +67,6 @@ def join_process_group(final):
                  device=torch.device("cuda", final["local_rank"]) if cuda else torch.device("cpu"))
     if global_rank != 0:
         final.update(state="error", show_progress=False, verbose=False)
-
-
-def leave_process_group():
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def as_single_process(config):
@@ -216,7 +210,7 @@ def shard_fsdp(model, config):
             fully_shard(module, mp_policy=policy)
     # frozen parameters (a frozen Item LLM) are replicated, never gathered: rank 0 alone may run them
     fully_shard(model, mp_policy=policy, ignored_params={p for p in model.parameters() if not p.requires_grad})
-    for method in FSDP_METHODS:
+    for method in ("calculate_loss", "predict", "full_sort_predict"):
         register_fsdp_forward_method(model, method)
     return model
 
@@ -275,8 +269,8 @@ def load_full_optimizer_state(model, optimizer, optimizer_state):
 def accumulation_steps(config):
     from recbole_llmsrec.config import require_at_least
 
-    return require_at_least(config, "gradient_accumulation_steps", 1) \
-        if config["gradient_accumulation_steps"] is not None else 1
+    steps = config["gradient_accumulation_steps"]
+    return 1 if steps is None else require_at_least(config, "gradient_accumulation_steps", 1)
 
 
 def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):

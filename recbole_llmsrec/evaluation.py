@@ -3,13 +3,11 @@
 RecBole 1.2.1 evaluates sequential models differently from the papers in three ways, each fixed here,
 at the data loaders and the trainer, never inside a model:
 
-- ``eval_mask_history`` (default ``False``, RecBole's behaviour). RecBole's sequential
-  ``FullSortEvalDataLoader`` passes ``history_index=None``, so full-sort evaluation never masks what the
-  user has already interacted with (general models are always masked). When ``True`` every item the user
-  interacted with before the target (the whole training history, not only the last
-  ``MAX_ITEM_LIST_LENGTH`` items, and at test time the validation item too) scores ``-inf``: HLLM's
-  paper protocol. The target itself is never masked, even when it repeats an earlier item (RecBole's
-  convention for general models; the HLLM original masked it, turning every repeat into a miss).
+- ``eval_mask_history`` (default ``False``, RecBole's behaviour: its sequential full-sort loader passes
+  ``history_index=None``, general models are always masked). When ``True`` every item the user
+  interacted with before the target (the whole training history, and at test time the validation item)
+  scores ``-inf``: HLLM's protocol. The target itself is never masked, even when it repeats an earlier
+  item (RecBole's convention; the HLLM original masked it, turning every repeat into a miss).
 - ``eval_neg_exclude_history`` (default ``False``). RecBole's repeatable sampler excludes only the
   target from the ``uniN``/``popN`` negatives of a sequential model and may repeat an item. When
   ``True`` the N negatives are distinct and drawn outside everything the user interacted with (train,

@@ -47,6 +47,13 @@ class ItemMatrixPerEvaluation:
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
+def in_length_order(compute, rows, lengths, batch_size):
+    """``compute(rows[chunk])`` over chunks of ``batch_size`` rows taken in order of ``lengths`` (texts of
+    similar length batched together pad little), concatenated back in the order of ``rows``."""
+    order = torch.argsort(lengths, stable=True)
+    return torch.cat([compute(rows[chunk]) for chunk in order.split(batch_size)])[torch.argsort(order)]
+
+
 def rows_by_user(interaction, *fields):
     """Group the rows of a sampled-evaluation batch (one row per user and candidate) by user, a user
     being the distinct values of ``fields`` (its id, its sequence, its length, ...; ``None`` entries

@@ -1,13 +1,9 @@
 """Loading the LLMs and text encoders every model uses, from ``<prefix>_path`` in the config.
 
 One entry point, ``load_llm``, and ``load_llm_from_config`` which reads the keys of one LLM slot
-(``llm_*`` by default; a model with two LLMs uses two prefixes, e.g. ``item_llm_*`` and ``user_llm_*``):
-
-- ``<prefix>_path``: a Hugging Face hub id or a local directory written by ``save_pretrained``.
-- ``<prefix>_dtype``: ``bfloat16`` | ``float16`` | ``float32``.
-- ``<prefix>_lora``: ``~`` (no LoRA) or ``{r, alpha, dropout, target_modules}`` for peft's ``LoraConfig``.
-- ``<prefix>_gradient_checkpointing``: trade compute for activation memory.
-- ``trust_remote_code``: off unless the config turns it on (runs code shipped with a checkpoint).
+(``llm_*`` by default; HLLM uses ``item_llm_*`` and ``user_llm_*``): ``<prefix>_path`` (hub id or a
+``save_pretrained`` directory), ``_dtype``, ``_lora`` (peft ``LoraConfig`` fields) and
+``_gradient_checkpointing``, and ``trust_remote_code`` (off: code shipped with a checkpoint never runs).
 
 ``frozen=True`` loads a model that never trains (the LLMs of LLM-SRec and A-LLMRec, HLLM's Item LLM
 with ``freeze_item_llm``) with every dropout probability of its config at 0 and frozen (``freeze``).

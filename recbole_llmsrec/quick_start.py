@@ -13,6 +13,8 @@ import logging
 import sys
 from logging import getLogger
 
+import torch.distributed
+
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
@@ -20,7 +22,7 @@ from recbole_llmsrec.cf_teacher import data_differences
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.distributed import is_distributed, leave_process_group, rank
+from recbole_llmsrec.distributed import is_distributed, rank
 from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
@@ -142,11 +144,7 @@ def main(argv=None):
     kwargs = dict(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
                   checkpoint=args.checkpoint, evaluate=args.evaluate)
     if args.nproc == 1 and args.world_size <= 0:
-        try:
-            run_recbole(**kwargs)
-        finally:
-            leave_process_group()  # under torchrun
-        return
+        return spawned_run(None, kwargs)  # one process, or one of torchrun's
     import torch.multiprocessing
 
     world_size = args.nproc if args.world_size == -1 else args.world_size
@@ -156,12 +154,14 @@ def main(argv=None):
 
 
 def spawned_run(local_rank, kwargs):
-    """One of the ``--nproc`` processes (``torch.multiprocessing.spawn`` passes its index first)."""
-    kwargs["config_dict"] = {**kwargs["config_dict"], "local_rank": local_rank}
+    """One run; ``local_rank``: the index ``torch.multiprocessing.spawn`` gives an ``--nproc`` process."""
+    if local_rank is not None:
+        kwargs["config_dict"] = {**kwargs["config_dict"], "local_rank": local_rank}
     try:
         run_recbole(**kwargs)
     finally:
-        leave_process_group()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -288,3 +288,16 @@ def test_prompt_dates_are_the_raw_dates_of_timestamps_just_before_midnight(llmsr
         assert re.findall(r"Time: ([0-9-]+),", prompts[0]) == [date(t) for t in history]
     assert any(date(t) != date(np.float32(t)) for row in rows
                for t in raw_times[tokens[row]][-int(split[model.ITEM_SEQ_LEN][row]) - 1:-1])
+
+
+def test_length_bucketed_batches_leave_item_and_user_representations_unchanged(llmsrec_config):
+    _, model, train_data, *_ = prepare(dict(llmsrec_config, llm_eval_batch_size=7))
+    model.eval()
+    items = torch.arange(1, 60)
+    assert not torch.equal(torch.argsort(model.title_tokens[items], stable=True), items - 1)
+    users = train_data.collate_fn(list(range(40)))
+    with torch.no_grad():
+        in_id_order = torch.cat([model.item_representation(chunk) for chunk in items.split(7)])
+        torch.testing.assert_close(model.compute_item_matrix(items), in_id_order, atol=1e-5, rtol=0)
+        one_batch = model.user_representation(users)
+        torch.testing.assert_close(model._eval_users(users), one_batch, atol=1e-5, rtol=0)

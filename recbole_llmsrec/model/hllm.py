@@ -20,8 +20,7 @@ Departures from the original, on purpose (spec section 7):
 - Evaluation encodes the catalogue once per evaluation pass; users are scored by cosine against it.
 - With ``freeze_item_llm`` every item embedding is computed once into the shared embedding cache
   (``recbole_llmsrec.embedding_cache``, under ``checkpoint_dir``) and training runs no Item LLM forward.
-- Padding: no packed varlen attention (flash-attn is not installed here); texts are sorted by length
-  and batched so that each batch pads little (``benchmarks/hllm.py`` reports the padding fraction).
+- Padding: texts are sorted by length and batched so that each batch pads little.
 """
 
 import hashlib
@@ -118,10 +117,10 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
 
     def _encode_batch(self, items):
         device = self.item_token.device
-        lengths = torch.tensor([len(self.item_token_ids[i]) for i in items], device=device)
-        ids = torch.zeros(len(items), int(lengths.max()) + 1, dtype=torch.long, device=device)
-        for row, item in enumerate(items):
-            ids[row, : lengths[row]] = torch.tensor(self.item_token_ids[item], device=device)
+        # built on the host and copied once: no per-text copy or device sync
+        texts = [torch.tensor(self.item_token_ids[i] + [0]) for i in items]   # + the [ITEM] slot
+        ids = torch.nn.utils.rnn.pad_sequence(texts, batch_first=True).to(device, non_blocking=True)
+        lengths = torch.tensor([len(t) - 1 for t in texts]).to(device, non_blocking=True)
         positions = torch.arange(ids.shape[1], device=device)
         mask = (positions.unsqueeze(0) <= lengths.unsqueeze(1)).long()   # text + [ITEM]
         item_slot = positions.unsqueeze(0) == lengths.unsqueeze(1)
@@ -151,7 +150,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
             if is_distributed(config):  # rank 0 fills the cache once; every rank then reads it
                 run_once(config, lambda: cached_table() is not None)
             table = cached_table()
-            self._frozen_table = torch.cat([torch.zeros_like(table[:1]), table])
+            self._frozen_table = torch.cat([torch.zeros_like(table[:1]), table]).to(self.item_token.device)
         return self._frozen_table.to(self.item_token.device)
 
     def encode_items(self, items):

@@ -40,7 +40,7 @@ from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import (build_item_titles, truncate_to_tokens,
                                             without_special_tokens)
 from recbole_llmsrec.distributed import rank
-from recbole_llmsrec.layers import ItemMatrixPerEvaluation, projection_mlp, rows_by_user
+from recbole_llmsrec.layers import ItemMatrixPerEvaluation, in_length_order, projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm_from_config,
                                  require_causal, uses_gradient_checkpointing)
 
@@ -103,6 +103,9 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         self.item_template = config["item_prompt_template"]
         self._check_templates()
         self.titles = self._titles(config, dataset)
+        # title lengths in tokens, to batch prompts of similar length (item 0, padding, counts 0)
+        title_ids = self.tokenizer(self.titles[1:])["input_ids"]
+        self.title_tokens = torch.tensor([0] + [len(ids) for ids in title_ids])
         self.time_list_field = self._time_list_field(config, dataset)
         self.time_scale = {"s": 1.0, "ms": 1e-3}[config["time_field_unit"]]
 
@@ -262,7 +265,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         negatives = self.sample_negatives(interaction[self.USER_ID])
         candidates = torch.cat([target.unsqueeze(1), negatives], dim=1)
         distinct, where = torch.unique(candidates, return_inverse=True)  # each item encoded once
-        items = self.item_representation(distinct)[where]
+        items = self._items_in_length_order(distinct)[where]
         logits = torch.einsum("bd,bcd->bc", user, items)
         rec_loss = F.cross_entropy(logits, torch.zeros_like(target))
 
@@ -275,16 +278,23 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
     def item_embedding_device(self):
         return self.user_out_embedding.device
 
+    def _items_in_length_order(self, items):
+        """Item representations, ``llm_eval_batch_size`` prompts of similar length per forward."""
+        return in_length_order(self.item_representation, items, self.title_tokens[items.cpu()],
+                               self.llm_eval_batch_size)
+
     def compute_item_matrix(self, items):
-        """The representations of ``items`` by batches of ``llm_eval_batch_size`` prompts."""
-        return torch.cat([self.item_representation(chunk)
-                          for chunk in items.split(self.llm_eval_batch_size)])
+        return self._items_in_length_order(items)
 
     @torch.no_grad()
     def _eval_users(self, interaction):
-        rows = torch.arange(len(interaction), device=self.user_out_embedding.device)
-        return torch.cat([self.user_representation(interaction[chunk])
-                          for chunk in rows.split(self.llm_eval_batch_size)])
+        """User representations, ``llm_eval_batch_size`` users of similar prompt length per forward
+        (the length of a prompt: its history titles' tokens)."""
+        seq, length = interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu().unsqueeze(1)
+        position = torch.arange(seq.shape[1])
+        shown = (position >= length - self.history_max_items) & (position < length)
+        return in_length_order(self.user_representation, interaction,
+                               (self.title_tokens[seq] * shown).sum(1), self.llm_eval_batch_size)
 
     def full_sort_predict(self, interaction):
         return self._eval_users(interaction) @ self.item_matrix().T
