@@ -147,14 +147,12 @@ def gather_eval_rows(struct, total_rows):
     ranks' rows and cutting at ``total_rows`` gives exactly the rows of one process."""
     world = dist.get_world_size()
     per_rank = math.ceil(total_rows / world)
-    for key in EVAL_ROW_KEYS:
-        if key not in struct:
-            continue
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    for key in (key for key in EVAL_ROW_KEYS if key in struct):
         local = struct[key]
         if len(local) != per_rank:
             raise RuntimeError(f"distributed evaluation: rank {rank()} has {len(local)} rows of {key}, "
                                f"expected {per_rank}; this evaluation mode gives several rows per sample.")
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
         rows = torch.stack(_all_gather(local.to(device)), dim=1)
         struct.set(key, rows.reshape(world * per_rank, *local.shape[1:])[:total_rows].cpu())
     return struct
@@ -288,6 +286,7 @@ def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False
         train_data.sampler.set_epoch(epoch_idx)
     if distributed and not is_fsdp(self.model) and getattr(self, "ddp_model", None) is None:
         self.ddp_model = wrap_ddp(self.model, self.config)  # now: earlier stages may change what trains
+    ddp = getattr(self, "ddp_model", None)
     iter_data = tqdm(train_data, total=batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink")) \
         if show_progress else train_data
     scaler = torch.amp.GradScaler(enabled=self.enable_scaler)
@@ -300,11 +299,9 @@ def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False
         last_of_group = batch_idx == group_start + group_size - 1
         # DDP synchronises on a group's last batch; FSDP reduce-scatters after every batch (keeping
         # unsharded gradients between batches would undo its memory saving)
-        ddp = getattr(self, "ddp_model", None)
         with ddp.no_sync() if ddp is not None and not last_of_group else contextlib.nullcontext():
             with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
-                losses = self.ddp_model(interaction, loss_func) if distributed and not is_fsdp(self.model) \
-                    else loss_func(interaction)
+                losses = loss_func(interaction) if ddp is None else ddp(interaction, loss_func)
             if isinstance(losses, tuple):
                 loss = sum(losses)
                 loss_tuple = tuple(per_loss.item() for per_loss in losses)

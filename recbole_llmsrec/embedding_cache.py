@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from recbole_llmsrec.compat import atomic_torch_save, atomic_write
+from recbole_llmsrec.layers import in_length_order
 
 CACHE_SUBDIR = "item_embedding_cache"
 
@@ -113,15 +114,16 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
             return embeddings
         getLogger(__name__).warning(f"Item embedding cache {path} is invalid, recomputing: {problem}")
 
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    chunks = []
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress):
-        batch = [texts[i] for i in order[start:start + batch_size]]
-        with torch.no_grad():
-            chunks.append(encode(batch).detach().float().cpu())
-    sorted_embeddings = torch.cat(chunks)
-    embeddings = torch.empty_like(sorted_embeddings)
-    embeddings[torch.tensor(order)] = sorted_embeddings
+    progress = tqdm(total=len(texts), desc=desc, disable=not show_progress)
+
+    @torch.no_grad()
+    def encode_rows(rows):
+        progress.update(len(rows))
+        return encode([texts[i] for i in rows.tolist()]).detach().float().cpu()
+
+    embeddings = in_length_order(encode_rows, torch.arange(len(texts)),
+                                 torch.tensor([len(t) for t in texts]), batch_size)
+    progress.close()
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype),

@@ -34,7 +34,7 @@ from torch import nn
 
 from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import build_item_texts
-from recbole_llmsrec.distributed import is_distributed, rank, run_once, same_forward_count
+from recbole_llmsrec.distributed import from_rank0, rank, same_forward_count
 from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation
 from recbole_llmsrec.llm import attention_kernels, load_llm_from_config, require_causal
@@ -147,9 +147,9 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
                     template=config["item_prompt"] + config["item_text_template"],
                     batch_size=self.item_batch_size, show_progress=config["show_progress"])
 
-            if is_distributed(config):  # rank 0 fills the cache once; every rank then reads it
-                run_once(config, lambda: cached_table() is not None)
-            table = cached_table()
+            table = cached_table() if rank() == 0 else None  # rank 0 fills the cache once;
+            from_rank0(config, None)  # the other ranks wait for it (one process: no-op), then read it
+            table = cached_table() if table is None else table
             self._frozen_table = torch.cat([torch.zeros_like(table[:1]), table]).to(self.item_token.device)
         return self._frozen_table.to(self.item_token.device)
 
