@@ -22,7 +22,6 @@ import torch
 from tqdm import tqdm
 
 from recbole_llmsrec.compat import atomic_torch_save, atomic_write
-from recbole_llmsrec.layers import in_length_order
 
 CACHE_SUBDIR = "item_embedding_cache"
 
@@ -93,7 +92,7 @@ def _load_checked(path, rows):
     return tensor, None
 
 
-def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, batch_size,
+def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, batches,
                            show_progress=False, desc="Encoding item texts"):
     """Return a float tensor ``[len(texts), dim]`` of ``encode``'s embeddings, from the cache if present.
 
@@ -104,7 +103,8 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
         encoder_id (str): e.g. ``encoder_identity(model, path)`` plus anything else that shapes outputs
             (pooling, max length).
         template (str): the text template the item texts were built with.
-        batch_size (int): texts per forward; texts are sorted by length first so batches pad little.
+        batches (list[list[int]]): the rows of ``texts`` each forward encodes, every row once (texts
+            of similar length together pad little).
         show_progress (bool): a tqdm bar over batches (RecBole's ``show_progress``).
     """
     path = os.path.join(cache_dir, CACHE_SUBDIR, f"{cache_key(encoder_id, template, texts)}.pt")
@@ -119,10 +119,10 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
     @torch.no_grad()
     def encode_rows(rows):
         progress.update(len(rows))
-        return encode([texts[i] for i in rows.tolist()]).detach().float().cpu()
+        return encode([texts[i] for i in rows]).detach().float().cpu()
 
-    embeddings = in_length_order(encode_rows, torch.arange(len(texts)),
-                                 torch.tensor([len(t) for t in texts]), batch_size)
+    order = torch.tensor([row for batch in batches for row in batch])
+    embeddings = torch.cat([encode_rows(batch) for batch in batches])[torch.argsort(order)]
     progress.close()
 
     os.makedirs(os.path.dirname(path), exist_ok=True)

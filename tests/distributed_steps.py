@@ -46,7 +46,7 @@ def configs(llm_path, opt_path, minilm_path, out):
         "HLLM": {**common, "item_llm_path": llm_path, "user_llm_path": llm_path, "max_text_length": 16,
                  "num_negatives": 8, "MAX_ITEM_LIST_LENGTH": 5, "item_llm_dtype": "float32",
                  "user_llm_dtype": "float32", "item_llm_gradient_checkpointing": False,
-                 "user_llm_gradient_checkpointing": False, "item_encode_batch_size": 3,
+                 "user_llm_gradient_checkpointing": False, "item_encode_tokens": 64,
                  "nce_threshold": 1.1},  # random tiny LLMs: every cosine is near 1, none may be masked
     }
 

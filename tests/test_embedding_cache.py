@@ -28,13 +28,13 @@ def test_cache_hit_does_zero_forwards_and_changes_recompute(minilm_path, tmp_pat
     encoder = CountingEncoder(model, tokenizer)
     identity = encoder_identity(model, minilm_path)
     texts = ["", "Toy Story, 1995", "GoldenEye, 1995", "Heat", "Casino, 1995, Drama"]
-    common = dict(cache_dir=str(tmp_path), encoder_id=identity, batch_size=2)
+    common = dict(cache_dir=str(tmp_path), encoder_id=identity, batches=[[3, 1], [4, 0], [2]])
 
     first = cached_item_embeddings(texts, encoder, template="{value}", **common)
-    assert encoder.forwards == 3 and encoder.rows == len(texts)    # batched: ceil(5 / 2)
+    assert encoder.forwards == 3 and encoder.rows == len(texts)    # one forward per batch
     assert first.shape == (5, 384) and first.dtype == torch.float32
     direct = mean_pooled_embeddings(model, tokenizer, [texts[3]], max_length=32)[0]
-    torch.testing.assert_close(first[3], direct, rtol=1e-4, atol=1e-5)   # unsorted back to item order
+    torch.testing.assert_close(first[3], direct, rtol=1e-4, atol=1e-5)   # back in item order
 
     again = cached_item_embeddings(texts, encoder, template="{value}", **common)
     assert encoder.forwards == 3                                   # cache hit: no forward at all
@@ -81,7 +81,7 @@ def fake_cache(tmp_path):
 
     def run():
         return cached_item_embeddings(TEXTS, encoder, cache_dir=str(tmp_path), encoder_id="fake",
-                                      template="{value}", batch_size=2)
+                                      template="{value}", batches=[[0, 1], [2, 3], [4]])
 
     fresh = run()
     (path,) = (tmp_path / embedding_cache.CACHE_SUBDIR).glob("*.pt")
@@ -147,7 +147,7 @@ def test_wrong_dtype_shape_or_sidecar_is_recomputed(tmp_path, caplog, damage, re
 
 def test_crash_between_tensor_and_checksum_never_validates(tmp_path, monkeypatch, caplog):
     encoder = FakeEncoder()
-    common = {"cache_dir": str(tmp_path), "encoder_id": "fake", "template": "{value}", "batch_size": 2}
+    common = {"cache_dir": str(tmp_path), "encoder_id": "fake", "template": "{value}", "batches": [[0, 1], [2, 3], [4]]}
 
     def crash(meta, path):
         raise KeyboardInterrupt("killed while writing the checksum file")

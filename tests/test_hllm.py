@@ -210,3 +210,36 @@ def test_checkpoint_with_the_old_scalar_temperature_still_loads(hllm_config):
     state["logit_scale"] = torch.tensor(1.5)  # saved before logit_scale had shape [1] (for FSDP)
     model.load_state_dict(state)
     assert model.logit_scale.shape == (1,) and float(model.logit_scale) == 1.5
+
+
+def test_packed_item_texts_equal_the_padded_batches(hllm_config):
+    """Packed texts (no padding; varlen attention on CUDA, its block-diagonal SDPA reference here) give
+    the padded path's item embeddings, loss and gradients; the token budget bounds every batch."""
+    _, model, train_data, *_ = prepare(dict(hllm_config, item_encode_tokens=120))
+    batches = model.token_budget_batches(range(1, 200))
+    assert sorted(i for b in batches for i in b) == list(range(1, 200)) and len(batches) > 20
+    assert all(len(b) * (len(model.item_token_ids[b[-1]]) + 1) <= 120 for b in batches if len(b) > 1)
+    batch = next(iter(train_data))
+    results = {}
+    for packed in (False, True):
+        model.pack_item_texts = packed
+        model.negative_generator.manual_seed(0)
+        model.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        results[packed] = (model.encode_items(torch.arange(1, 200)).detach(), loss.detach(),
+                           model.item_token.grad.clone(),
+                           model.item_llm.layers[0].self_attn.k_proj.weight.grad.clone())
+    for padded, packed in zip(results[False], results[True]):
+        torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+
+
+def test_a_training_step_opens_one_mixed_precision_region(hllm_config, monkeypatch):
+    """Each autocast region casts the fp32 weights anew: one per step, however many Item LLM batches."""
+    _, model, train_data, *_ = prepare(dict(hllm_config, item_encode_tokens=120))
+    regions = []
+    autocast = model._autocast
+    monkeypatch.setattr(model, "_autocast", lambda device: regions.append(device) or autocast(device))
+    encoded = model.items_encoded
+    model.calculate_loss(next(iter(train_data)))
+    assert model.items_encoded - encoded > 100 and len(regions) == 1

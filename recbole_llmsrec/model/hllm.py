@@ -37,7 +37,8 @@ from recbole_llmsrec.data.item_text import build_item_texts
 from recbole_llmsrec.distributed import from_rank0, rank, same_forward_count
 from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation
-from recbole_llmsrec.llm import attention_kernels, load_llm_from_config, require_causal
+from recbole_llmsrec.llm import (attention_kernels, load_llm_from_config, packed_forward, require_causal,
+                                 use_packed_attention)
 
 
 def info_nce_loss(user, positive, negatives, logit_scale, threshold):
@@ -64,6 +65,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         self.item_llm_frozen = bool(config["freeze_item_llm"])
         self.item_llm, self.tokenizer = load_llm_from_config(config, prefix="item_llm", kind="base",
                                                              frozen=self.item_llm_frozen)
+        use_packed_attention(self.item_llm)
         self.user_llm, _ = load_llm_from_config(config, prefix="user_llm", kind="base",
                                                 with_tokenizer=False)
         # each position predicts the next item: a User LLM that looks ahead would see its targets
@@ -82,7 +84,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         self.after_optimizer_step()
         self.num_negatives = require_at_least(config, "num_negatives", 1)
         self.nce_threshold = config["nce_threshold"]
-        self.item_batch_size = config["item_encode_batch_size"]
+        self.item_encode_tokens = require_at_least(config, "item_encode_tokens", 1)
+        self.pack_item_texts = config["item_encode_packed"]
         self.autocast_dtype = config["mixed_precision"]
 
         prompt = config["item_prompt"]
@@ -110,15 +113,29 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         return self
 
     # ----- Item LLM ---------------------------------------------------------------------------
-    def length_batches(self, items):
-        """``items`` sorted by token length and cut into batches of ``item_encode_batch_size``."""
-        order = sorted(items, key=lambda i: len(self.item_token_ids[i]))
-        return [order[i:i + self.item_batch_size] for i in range(0, len(order), self.item_batch_size)]
+    def token_budget_batches(self, items):
+        """``items`` sorted by token length and cut into batches of at most ``item_encode_tokens`` tokens
+        (text + [ITEM]) counted padded to the batch's longest text; a longer text is a batch alone."""
+        batches, size = [], lambda item: len(self.item_token_ids[item]) + 1
+        for item in sorted(items, key=size):
+            if not batches or (len(batches[-1]) + 1) * size(item) > self.item_encode_tokens:
+                batches.append([])
+            batches[-1].append(item)
+        return batches
 
     def _encode_batch(self, items):
+        """[ITEM] states of ``items``: packed with no padding on CUDA (varlen attention), padded to the
+        batch's longest text elsewhere (the CPU path and the reference the tests compare)."""
         device = self.item_token.device
         # built on the host and copied once: no per-text copy or device sync
         texts = [torch.tensor(self.item_token_ids[i] + [0]) for i in items]   # + the [ITEM] slot
+        self.items_encoded += len(items)
+        if self.pack_item_texts or (self.pack_item_texts is None and device.type == "cuda"):
+            lengths = [len(t) for t in texts]
+            embeds = self.item_llm.get_input_embeddings()(torch.cat(texts).to(device, non_blocking=True))
+            item_slot = torch.tensor(lengths).cumsum(0).to(device, non_blocking=True) - 1
+            embeds = embeds.index_put((item_slot,), self.item_token.to(embeds.dtype).expand(len(items), -1))
+            return packed_forward(self.item_llm, embeds, lengths)[item_slot].float()
         ids = torch.nn.utils.rnn.pad_sequence(texts, batch_first=True).to(device, non_blocking=True)
         lengths = torch.tensor([len(t) - 1 for t in texts]).to(device, non_blocking=True)
         positions = torch.arange(ids.shape[1], device=device)
@@ -126,9 +143,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         item_slot = positions.unsqueeze(0) == lengths.unsqueeze(1)
         embeds = self.item_llm.get_input_embeddings()(ids)
         embeds = torch.where(item_slot.unsqueeze(-1), self.item_token.to(embeds.dtype), embeds)
-        with self._autocast(device), attention_kernels():
+        with attention_kernels():
             hidden = self.item_llm(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        self.items_encoded += len(items)
         return hidden[item_slot].float()
 
     def frozen_item_table(self):
@@ -140,12 +156,15 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
             identity = (f"{encoder_identity(self.item_llm, config['item_llm_path'])}|[ITEM] {token}"
                         f"|max_text_length {config['max_text_length']}")
             item_of_text = {text: item for item, text in enumerate(self.item_texts, 1)}
+            rows = [[item - 1 for item in batch] for batch in self.token_budget_batches(range(1, len(self.item_texts) + 1))]
+
             def cached_table():
-                return cached_item_embeddings(
-                    self.item_texts, lambda texts: self._encode_batch([item_of_text[t] for t in texts]),
-                    cache_dir=config["checkpoint_dir"], encoder_id=identity,
-                    template=config["item_prompt"] + config["item_text_template"],
-                    batch_size=self.item_batch_size, show_progress=config["show_progress"])
+                with self._autocast(self.item_token.device):
+                    return cached_item_embeddings(
+                        self.item_texts, lambda texts: self._encode_batch([item_of_text[t] for t in texts]),
+                        cache_dir=config["checkpoint_dir"], encoder_id=identity,
+                        template=config["item_prompt"] + config["item_text_template"], batches=rows,
+                        show_progress=config["show_progress"])
 
             table = cached_table() if rank() == 0 else None  # rank 0 fills the cache once;
             from_rank0(config, None)  # the other ranks wait for it (one process: no-op), then read it
@@ -158,7 +177,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         if not self.item_token.requires_grad:  # frozen Item LLM: no forward, read the cached table
             return self.adapter(self.frozen_item_table()[items])
         items = items.tolist()
-        batches, fillers = same_forward_count(self.length_batches(items), [1], self.config)
+        batches, fillers = same_forward_count(self.token_budget_batches(items), [1], self.config)
         by_item, filler_anchor = {}, 0.0
         for index, batch in enumerate(batches):
             encoded = self._encode_batch(batch)
@@ -171,7 +190,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
 
     # ----- User LLM ---------------------------------------------------------------------------
     def _user_states(self, item_embeddings, mask):
-        with self._autocast(item_embeddings.device), attention_kernels():
+        with attention_kernels():
             return self.user_llm(inputs_embeds=item_embeddings.to(self.user_llm.dtype),
                                  attention_mask=mask.long()).last_hidden_state.float()
 
@@ -189,6 +208,12 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def calculate_loss(self, interaction):
+        """The step's loss in ONE mixed-precision region: fp32 weights are cast once per step, not once
+        per Item LLM batch (autocast drops its cast cache when the outermost region closes)."""
+        with self._autocast(interaction[self.ITEM_SEQ].device):
+            return self._next_item_loss(interaction)
+
+    def _next_item_loss(self, interaction):
         item_seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         rows = torch.arange(len(item_seq), device=item_seq.device)
         sequence = torch.cat([item_seq, torch.zeros_like(item_seq[:, :1])], dim=1)
@@ -216,12 +241,15 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
 
     def compute_item_matrix(self, items):
         """The embeddings (User LLM space) of ``items``, length-sorted batches through the Item LLM."""
-        return self.encode_items(items)
+        with self._autocast(items.device):
+            return self.encode_items(items)
 
     @torch.no_grad()
     def user_vectors(self, interaction):
         item_seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        states = self._user_states(self.item_matrix()[item_seq], item_seq > 0)
+        item_matrix = self.item_matrix()
+        with self._autocast(item_seq.device):
+            states = self._user_states(item_matrix[item_seq], item_seq > 0)
         return F.normalize(states[torch.arange(len(item_seq)), lengths - 1], dim=-1)
 
     def full_sort_predict(self, interaction):
