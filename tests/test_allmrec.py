@@ -142,17 +142,36 @@ def test_stage2_prompt_holds_10_history_and_20_candidate_soft_tokens(allmrec_con
         torch.testing.assert_close(embeds[row, 0], users[row])         # user token first, before BOS
 
 
-def test_candidate_scores_change_with_the_history_and_identical_titles_tie(allmrec_config):
-    _, model, *_ = prepare(allmrec_config)
+def reference_log_likelihood(model, row, candidates, item):
+    """``"title"</s>`` of ``item`` teacher-forced alone after the prompt: one plain forward, no cache."""
+    history = model._history(row)[0]
+    answer = model._title_tokens(item)
+    ids = torch.tensor([model._prompt_ids(history, candidates) + answer])
+    user = model.cf_model(row[model.ITEM_SEQ], row[model.ITEM_SEQ_LEN])
+    hidden = model.llm.base_model(inputs_embeds=model._embed(ids, user, history + candidates)).last_hidden_state
+    log_probs = model.llm.get_output_embeddings()(hidden[0, -len(answer) - 1:-1]).float().log_softmax(-1)
+    return log_probs.gather(-1, torch.tensor(answer).unsqueeze(-1)).sum()
+
+
+def test_batched_ranking_equals_each_answer_scored_alone(allmrec_config):
+    """Several users per forward, answers merged into one token trie per prompt: the scores equal each
+    candidate's answer teacher-forced alone after its user's prompt."""
+    _, model, *_ = prepare(dict(allmrec_config, rank_batch_size=3))
     model.eval()
-    candidates = list(range(100, 120))
-    first = model.candidate_log_likelihoods(user_row(model, [5, 9, 2, 7]), candidates)
-    second = model.candidate_log_likelihoods(user_row(model, [7, 2, 9, 5]), candidates)
-    assert first.shape == (20,) and (first < 0).all()
-    assert not torch.allclose(first, second, atol=1e-5)
-    model.titles[101] = model.titles[100]
-    tied = model.candidate_log_likelihoods(user_row(model, [5, 9, 2, 7]), candidates)
-    assert tied[0] == tied[1]
+    histories = [[5, 9, 2, 7], [7, 2, 9, 5], [30, 31], [5, 9, 2, 7], [1]]
+    rows = [user_row(model, h, user=u) for u, h in enumerate(histories, 1)]
+    batch = Interaction({k: torch.cat([r[k] for r in rows]) for k in rows[0].interaction})
+    candidate_lists = [list(range(100 + 7 * u, 120 + 7 * u)) for u in (0, 1, 2, 0, 4)]
+    model.titles[101] = model.titles[100]                        # identical titles tie
+    scores = model.llm_scores(batch, candidate_lists)
+    with torch.no_grad():
+        for row, candidates, got in zip(rows, candidate_lists, scores):
+            ordered = model.candidate_order(candidates)           # the order the prompt lists them in
+            expected = torch.stack([reference_log_likelihood(model, row, ordered, c) for c in candidates])
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert scores[0][0] == scores[0][1] and (scores[0] < 0).all()
+    assert not torch.allclose(scores[0], scores[1], atol=1e-5)   # the history changes the scores
+    torch.testing.assert_close(scores[0], scores[3])             # the same prompt in two forwards
 
 
 def test_predict_and_full_sort_rerank_the_stage1_top_k(allmrec_config):

@@ -117,6 +117,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         self.history_max_items = require_at_least(config, "history_max_items", 1)
         self.num_candidates = require_at_least(config, "num_candidates", 2)
         self.rerank_k = config["rerank_k"]
+        self.rank_batch_size = require_at_least(config, "rank_batch_size", 1)
         self.history_matrix = training_history(dataset)
         # each rank draws its own negatives (one process: seed + 0)
         self.negative_generator = torch.Generator().manual_seed(config["seed"] + rank())
@@ -274,40 +275,51 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     # ----- ranking -----------------------------------------------------------------------------
     @torch.no_grad()
     @attention_kernels()
-    def candidate_log_likelihoods(self, interaction_row, candidates):
-        """LLM log-likelihood of ``"title"</s>`` for each candidate of ONE user (one interaction row).
+    def prompt_log_likelihoods(self, users, histories, candidate_lists):
+        """LLM log-likelihood of ``"title"</s>`` for each candidate of several prompts, in ONE forward.
 
-        The prompt runs once; every distinct title is teacher-forced in one batch over its cached
-        keys/values, so identical titles get identical scores.
+        After each prompt its candidates' answers are merged into a token trie (answers sharing a prefix,
+        e.g. the opening quote, share its tokens): a trie token attends to its prompt and its own
+        ancestors, at the position it has right after the prompt, so each answer is scored exactly as if
+        teacher-forced alone after the prompt, with no per-candidate copy of the prompt's keys/values.
+        The vocabulary projection runs in float32 only at the states that predict an answer token (the
+        prompt's last, each trie token with children), each once. Identical titles share a path and tie.
         """
+        rows, slot_items, node_rows, predictors, tokens, answer_nodes = [], [], [], [], [], []
+        for row, (history, candidates) in enumerate(zip(histories, candidate_lists)):
+            prompt = self._prompt_ids(history, candidates)
+            slot_items.extend(history + candidates)
+            node_of, parents, trie = {}, [], []
+            for item in candidates:
+                node, path = -1, []
+                for token in self._title_tokens(item):
+                    if (node, token) not in node_of:
+                        node_of[node, token] = len(trie)
+                        parents.append(node)
+                        trie.append(token)
+                    node = node_of[node, token]
+                    path.append(len(tokens) + node)
+                answer_nodes.append(path)
+            rows.append((prompt, trie, parents))
+            node_rows += [row] * len(trie)
+            predictors += [len(prompt) + parent for parent in parents]   # the prompt's last for -1
+            tokens += trie
+        ids, positions, allowed = _prompts_with_tries(rows, self.eos_token_id)
         device = self._device()
-        users = self.cf_model(interaction_row[self.ITEM_SEQ], interaction_row[self.ITEM_SEQ_LEN])
-        history = self._history(interaction_row)[0]
-        ids = torch.tensor([self._prompt_ids(history, candidates)], device=device)
-        prompt = self.llm.base_model(inputs_embeds=self._embed(ids, users, history + candidates),
-                                     use_cache=True)
-        titles = list(dict.fromkeys(self.titles[c] for c in candidates))
-        answers = [self._title_tokens(next(c for c in candidates if self.titles[c] == t)) for t in titles]
-        length = max(map(len, answers))
-        answer_ids = torch.full((len(answers), length), self.eos_token_id, device=device)
-        answer_mask = torch.zeros(len(answers), length, dtype=torch.long, device=device)
-        for row, answer in enumerate(answers):
-            answer_ids[row, : len(answer)] = torch.tensor(answer)
-            answer_mask[row, : len(answer)] = 1
-        cache = prompt.past_key_values
-        cache.batch_repeat_interleave(len(answers))
-        mask = torch.cat([torch.ones(len(answers), ids.shape[1], dtype=torch.long, device=device),
-                          answer_mask], dim=1)
-        hidden = self.llm.base_model(inputs_embeds=self.llm.get_input_embeddings()(answer_ids),
-                                     attention_mask=mask, past_key_values=cache,
-                                     use_cache=True).last_hidden_state
-        # token t of an answer is predicted by the state before it: the prompt's last one for t = 0
-        states = torch.cat([prompt.last_hidden_state[:, -1:].expand(len(answers), -1, -1),
-                            hidden[:, :-1]], dim=1)
-        log_probs = self.llm.get_output_embeddings()(states).float().log_softmax(-1)
-        token_scores = log_probs.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1) * answer_mask
-        by_title = dict(zip(titles, token_scores.sum(1)))
-        return torch.stack([by_title[self.titles[c]] for c in candidates])
+        mask = torch.zeros(allowed.shape, dtype=self.llm.dtype).masked_fill_(~allowed, torch.finfo(
+            self.llm.dtype).min)
+        hidden = self.llm.base_model(
+            inputs_embeds=self._embed(ids.to(device), users, slot_items), attention_mask=mask.to(device),
+            position_ids=positions.to(device)).last_hidden_state
+        states, state_of_node = torch.unique(torch.tensor([node_rows, predictors]), dim=1,
+                                             return_inverse=True)
+        head = self.llm.get_output_embeddings()
+        bias = None if head.bias is None else head.bias.float()
+        log_probs = F.linear(hidden[states[0].to(device), states[1].to(device)].float(),
+                             head.weight.float(), bias).log_softmax(-1)
+        node_scores = log_probs[state_of_node.to(device), torch.tensor(tokens, device=device)]
+        scores = torch.stack([node_scores[path].sum() for path in answer_nodes])
+        return scores.split([len(c) for c in candidate_lists])
 
     @torch.no_grad()
     @attention_kernels()
@@ -323,28 +335,36 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
                                    pad_token_id=self.eos_token_id)
         return self.tokenizer.decode(output[0], skip_special_tokens=True)
 
-    def _rank_user(self, row, candidates):
-        """LLM scores of a user's candidates, in chunks of ``num_candidates`` (one prompt each)."""
-        ordered = self.candidate_order(candidates)
-        scores = {}
-        for start in range(0, len(ordered), self.num_candidates):
-            chunk = ordered[start:start + self.num_candidates]
-            scores.update(zip(chunk, self.candidate_log_likelihoods(row, chunk).tolist()))
-        return torch.tensor([scores[c] for c in candidates], device=self._device())
+    @torch.no_grad()
+    def llm_scores(self, interaction, candidate_lists):
+        """LLM scores of each row's candidates: in chunks of ``num_candidates`` (one prompt each, in the
+        fixed candidate order), ``rank_batch_size`` prompts per forward."""
+        users = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        histories = self._history(interaction)
+        prompts = [(row, ordered[start:start + self.num_candidates])
+                   for row, ordered in enumerate(map(self.candidate_order, candidate_lists))
+                   for start in range(0, len(ordered), self.num_candidates)]
+        scores = [{} for _ in candidate_lists]
+        for start in range(0, len(prompts), self.rank_batch_size):
+            batch = prompts[start:start + self.rank_batch_size]
+            rows = [row for row, _ in batch]
+            chunk_scores = self.prompt_log_likelihoods(users[rows], [histories[r] for r in rows],
+                                                       [chunk for _, chunk in batch])
+            for (row, chunk), values in zip(batch, chunk_scores):
+                scores[row].update(zip(chunk, values.tolist()))
+        return [torch.tensor([s[c] for c in candidates], device=self._device())
+                for s, candidates in zip(scores, candidate_lists)]
 
     def predict(self, interaction):
         # sampled evaluation gives one row per (user, candidate); group the rows by user: its id first,
         # so two users with identical sequences in one batch keep their own candidate sets
         first_row, user = rows_by_user(interaction, self.USER_ID, self.ITEM_SEQ, self.ITEM_SEQ_LEN)
-        scores = torch.empty(len(interaction), device=self._device())
         items = interaction[self.ITEM_ID]
-        for index, first in enumerate(first_row.tolist()):
-            rows = torch.nonzero(user == index).flatten()
-            candidates = items[rows].tolist()
-            distinct = list(dict.fromkeys(candidates))
-            by_item = dict(zip(distinct, self._rank_user(interaction[[first]], distinct).tolist()))
-            scores[rows] = torch.tensor([by_item[c] for c in candidates], device=scores.device)
-        return scores
+        candidates = [list(dict.fromkeys(items[user == index].tolist())) for index in range(len(first_row))]
+        by_user = [dict(zip(c, s.tolist())) for c, s in zip(candidates, self.llm_scores(
+            interaction[first_row], candidates))]
+        return torch.tensor([by_user[u][item] for u, item in zip(user.tolist(), items.tolist())],
+                            device=self._device())
 
     def full_sort_predict(self, interaction):
         scores = self.stage1_scores(interaction)
@@ -352,11 +372,33 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         retrieval[:, 0] = -torch.inf
         retrieval.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)  # seen items are masked anyway
         top = retrieval.topk(min(self.rerank_k, self.n_items - 1), dim=1).indices
-        for row in range(len(interaction)):
-            llm_scores = self._rank_user(interaction[row:row + 1], top[row].tolist())
+        for row, llm_scores in enumerate(self.llm_scores(interaction, top.tolist())):
             # reranked items sit strictly above every other item's stage-1 score
             scores[row, top[row]] = llm_scores - llm_scores.min() + scores[row].max() + 1
         return scores
+
+
+def _prompts_with_tries(rows, pad_id):
+    """Right-padded ids, positions and the [B, 1, T, T] allowed-attention mask of ``rows``: each a
+    ``(prompt ids, trie tokens, trie parents)`` (parent -1: the prompt). The prompt is causal; a trie
+    token sees the prompt, its ancestors and itself, at position len(prompt) + its depth."""
+    length = max(len(prompt) + len(trie) for prompt, trie, _ in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    positions = torch.zeros(len(rows), length, dtype=torch.long)
+    allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)   # padding sees itself only
+    for row, (prompt, trie, parents) in enumerate(rows):
+        start = len(prompt)
+        ids[row, : start + len(trie)] = torch.tensor(prompt + trie)
+        positions[row, :start] = torch.arange(start)
+        allowed[row, :start, :start] = torch.ones(start, start, dtype=torch.bool).tril()
+        for node, parent in enumerate(parents):
+            here = start + node
+            if parent >= 0:
+                allowed[row, here] = allowed[row, start + parent]
+            allowed[row, here, :start] = True
+            allowed[row, here, here] = True
+            positions[row, here] = positions[row, start + parent] + 1 if parent >= 0 else start
+    return ids, positions, allowed.unsqueeze(1)
 
 
 def _pad_with_answers(prompts, answers, pad_id, device):
