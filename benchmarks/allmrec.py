@@ -1,6 +1,9 @@
 """A-LLMRec throughput and memory on ml-100k: stage-1 and stage-2 training samples/s, users ranked per
 second (uni19: 20 candidates scored by LLM log-likelihood; full sort: stage-1 retrieval + LLM rerank of
-the top ``rerank_k``), and peak memory. Prints a markdown table.
+the top ``rerank_k``), beside the original's protocol on the same prompts (a greedy answer of
+``--answer-tokens`` tokens per user, ``generate_answer``), and peak memory. Ranking is measured with
+ml-100k's titles and with Amazon-like titles (random words, ~700-token prompts as on Movies_and_TV).
+Prints a markdown table.
 
     python benchmarks/allmrec.py                          # CPU, tiny random OPT + tiny text encoder
     python benchmarks/allmrec.py --size 6.7b --device cuda   # OPT-6.7B shape, bf16, DistilBERT-base shape
@@ -19,7 +22,7 @@ import torch
 import recbole_llmsrec.model.allmrec as allmrec_module
 from recbole_llmsrec import Config
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.llm import enable_gradient_checkpointing, freeze
+from recbole_llmsrec.llm import enable_gradient_checkpointing, freeze, without_dropout
 
 LLM_SHAPES = {  # OPTConfig keyword arguments
     "tiny": dict(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
@@ -42,7 +45,7 @@ def build(size, tokenizer_path, device, dtype, gradient_checkpointing):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     with torch.device(device):
-        llm = OPTForCausalLM(OPTConfig(**shape))
+        llm = OPTForCausalLM(without_dropout(OPTConfig(**shape)))   # as load_llm's frozen=True
     torch.set_default_dtype(previous)
     if gradient_checkpointing:
         enable_gradient_checkpointing(llm)
@@ -72,6 +75,9 @@ def main():
     parser.add_argument("--tokenizer", default=None, help="tokenizer dir (default: offline MiniLM)")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per stage")
     parser.add_argument("--users", type=int, default=20, help="users ranked per evaluation mode")
+    parser.add_argument("--answer-tokens", type=int, default=6, help="greedy answer length (original)")
+    parser.add_argument("--amazon-title-words", type=int, default=14,
+                        help="words per synthetic Amazon-like title")
     parser.add_argument("--checkpointing", action="store_true",
                         help="gradient checkpointing in the LLM (off by default, as in the model)")
     args = parser.parse_args()
@@ -81,7 +87,7 @@ def main():
         args.tokenizer = default_tokenizer_path()
     checkpointing = args.checkpointing
     llm, encoder, tokenizer = build(args.size, args.tokenizer, args.device, dtype, checkpointing)
-    allmrec_module.load_llm_from_config = lambda config, kind: (llm, tokenizer)
+    allmrec_module.load_llm_from_config = lambda config, **options: (llm, tokenizer)
     allmrec_module.load_llm = lambda *a, **k: (encoder, tokenizer)
 
     sys.argv = sys.argv[:1]  # RecBole's Config would read our flags as config keys
@@ -123,15 +129,28 @@ def main():
 
     model.eval()
     test_rows = test_data._dataset.inter_feat
-    users = [test_rows[[i]].to(args.device) for i in range(args.users)]
+    users = test_rows[torch.arange(args.users)].to(args.device)
     generator = torch.Generator().manual_seed(0)
-    candidates = [torch.randint(1, model.n_items, (20,), generator=generator).tolist() for _ in users]
-    rank_all = lambda subset: [model._rank_user(u, c) for u, c in subset]
-    uni19_rate = rate(args.device, len(users), lambda: rank_all(zip(users, candidates)),
-                      lambda: rank_all(list(zip(users, candidates))[:2]))
-    with torch.no_grad():
-        full_rate = rate(args.device, len(users), lambda: [model.full_sort_predict(u) for u in users],
-                         lambda: [model.full_sort_predict(u) for u in users[:2]])
+    candidates = [torch.randint(1, model.n_items, (20,), generator=generator).tolist()
+                  for _ in range(args.users)]
+    words = [w for w in tokenizer.get_vocab() if w.isalpha() and len(w) > 3]
+    amazon_titles = [" ".join(words[i] for i in torch.randint(len(words), (args.amazon_title_words,),
+                                                             generator=generator).tolist())
+                     for _ in model.titles]
+    ranking = {}
+    for titles_name, titles in (("ml-100k", list(model.titles)), ("Amazon-like", amazon_titles)):
+        model.titles, model._title_token_cache = titles, {}
+        prompt_tokens = sum(len(model._prompt_ids(model._history(users[[i]])[0], c))
+                            for i, c in enumerate(candidates)) / args.users
+        uni19 = rate(args.device, args.users, lambda: model.llm_scores(users, candidates),
+                     lambda: model.llm_scores(users, candidates))   # steady state: titles tokenized
+        with torch.no_grad():
+            full = rate(args.device, args.users, lambda: model.full_sort_predict(users),
+                        lambda: model.full_sort_predict(users))
+        greedy = lambda count: [model.generate_answer(users[[i]], model.candidate_order(candidates[i]),
+                                                      args.answer_tokens) for i in range(count)]
+        original = rate(args.device, args.users, lambda: greedy(args.users), lambda: greedy(2))
+        ranking[titles_name] = (prompt_tokens, uni19, full, original)
 
     peak = (torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
@@ -142,8 +161,12 @@ def main():
     print("| measure | value |\n| --- | --- |")
     print(f"| stage 1 training samples/s (batch {stage1_size}) | {stage1_rate:.1f} |")
     print(f"| stage 2 training samples/s (batch {stage2_size}) | {stage2_rate:.1f} |")
-    print(f"| users ranked/s, uni19 (20 candidates) | {uni19_rate:.2f} |")
-    print(f"| users ranked/s, full sort (rerank top {model.rerank_k}) | {full_rate:.2f} |")
+    for titles_name, (prompt_tokens, uni19, full, original) in ranking.items():
+        where = f"{titles_name} titles, {prompt_tokens:.0f}-token prompts"
+        print(f"| users ranked/s, uni19 (20 candidates), {where} | {uni19:.2f} |")
+        print(f"| users ranked/s, full sort (rerank top {model.rerank_k}), {where} | {full:.2f} |")
+        print(f"| users answered/s, original greedy {args.answer_tokens}-token answer, {where} | "
+              f"{original:.2f} |")
     print(f"| peak memory ({'GPU allocated' if args.device == 'cuda' else 'process RSS'}) | {peak:.2f} GiB |")
 
 

@@ -118,6 +118,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         self.num_candidates = require_at_least(config, "num_candidates", 2)
         self.rerank_k = config["rerank_k"]
         self.rank_batch_size = require_at_least(config, "rank_batch_size", 1)
+        self.rank_projection_rows = require_at_least(config, "rank_projection_rows", 1)
         self.history_matrix = training_history(dataset)
         # each rank draws its own negatives (one process: seed + 0)
         self.negative_generator = torch.Generator().manual_seed(config["seed"] + rank())
@@ -313,12 +314,19 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
             position_ids=positions.to(device)).last_hidden_state
         states, state_of_node = torch.unique(torch.tensor([node_rows, predictors]), dim=1,
                                              return_inverse=True)
+        states, state_of_node = hidden[states[0].to(device), states[1].to(device)].float(), state_of_node.to(device)
         head = self.llm.get_output_embeddings()
+        weight, tokens = head.weight.float(), torch.tensor(tokens, device=device)
         bias = None if head.bias is None else head.bias.float()
-        log_probs = F.linear(hidden[states[0].to(device), states[1].to(device)].float(),
-                             head.weight.float(), bias).log_softmax(-1)
-        node_scores = log_probs[state_of_node.to(device), torch.tensor(tokens, device=device)]
-        scores = torch.stack([node_scores[path].sum() for path in answer_nodes])
+        # log p(token | state) = logit - logsumexp(logits): the normaliser in chunks of states (no
+        # [states, vocabulary] tensor kept), each node's own logit by one dot product
+        normaliser = torch.cat([F.linear(chunk, weight, bias).logsumexp(-1)
+                                for chunk in states.split(self.rank_projection_rows)])
+        node_scores = (states[state_of_node] * weight[tokens]).sum(-1) - normaliser[state_of_node]
+        node_scores = node_scores if bias is None else node_scores + bias[tokens]
+        path_nodes = torch.nn.utils.rnn.pad_sequence([torch.tensor(p) for p in answer_nodes], batch_first=True,
+                                                     padding_value=-1).to(device)
+        scores = node_scores[path_nodes.clamp(min=0)].masked_fill(path_nodes < 0, 0).sum(1)
         return scores.split([len(c) for c in candidate_lists])
 
     @torch.no_grad()
@@ -386,18 +394,21 @@ def _prompts_with_tries(rows, pad_id):
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     positions = torch.zeros(len(rows), length, dtype=torch.long)
     allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)   # padding sees itself only
+    seen = [], [], []                     # (row, trie token, ancestor-or-self) index triples
     for row, (prompt, trie, parents) in enumerate(rows):
         start = len(prompt)
         ids[row, : start + len(trie)] = torch.tensor(prompt + trie)
-        positions[row, :start] = torch.arange(start)
         allowed[row, :start, :start] = torch.ones(start, start, dtype=torch.bool).tril()
+        allowed[row, start:start + len(trie), :start] = True
+        lineage = []
         for node, parent in enumerate(parents):
-            here = start + node
-            if parent >= 0:
-                allowed[row, here] = allowed[row, start + parent]
-            allowed[row, here, :start] = True
-            allowed[row, here, here] = True
-            positions[row, here] = positions[row, start + parent] + 1 if parent >= 0 else start
+            lineage.append((lineage[parent] if parent >= 0 else []) + [start + node])
+            seen[0].extend([row] * len(lineage[-1]))
+            seen[1].extend([start + node] * len(lineage[-1]))
+            seen[2].extend(lineage[-1])
+        positions[row, : start + len(trie)] = torch.tensor(
+            list(range(start)) + [start + len(line) - 1 for line in lineage])
+    allowed[seen] = True
     return ids, positions, allowed.unsqueeze(1)
 
 
