@@ -79,7 +79,7 @@ def main():
         args.tokenizer = default_tokenizer_path()
     checkpointing = args.size == "3b"
     llm, tokenizer = build_llm(args.size, args.tokenizer, args.device, dtype, checkpointing)
-    llmsrec_module.load_llm_from_config = lambda config, kind: (llm, tokenizer)
+    llmsrec_module.load_llm_from_config = lambda config, **options: (llm, tokenizer)
 
     sys.argv = sys.argv[:1]  # RecBole's Config would read our flags as config keys
     config = Config(model="LLMSRec", dataset="ml-100k", config_dict={
