@@ -2,13 +2,10 @@
 
     python -m recbole_llmsrec.allmrec_paper_metric saved/ALLMRec-<time>.pth [--max-users 10000]
 
-For every test user (sampled with ``seed`` when there are more than ``--max-users``), the prompt holds
-the last 10 items of its sequence and 20 candidates: the test item and 19 items the user never
-interacted with (seeded). The LLM generates greedily until EOS; the answer is the text between its
-first pair of double quotes (or all of it), normalised (lower case, whitespace collapsed, quotes and
-trailing punctuation stripped) and matched EXACTLY to the normalised candidate titles, not by substring
-as the original did (where "Up" matched any answer containing "up"). Printed: Hit@1, the share of
-answers matching no candidate, and the users whose target title is shared by another candidate.
+Per test user (seeded sample beyond ``--max-users``): the last 10 items and 20 candidates (the test item
+and 19 seeded items never interacted with); the greedy answer until EOS, the text between its first pair
+of double quotes, normalised and matched EXACTLY to a candidate title (the original matched substrings,
+so "Up" hit any answer containing "up"). Prints Hit@1, unmatched answers and targets with twin titles.
 """
 
 import argparse

@@ -1,15 +1,7 @@
-"""Stage 0 of LLM-SRec and A-LLMRec: RecBole's own SASRec as the frozen collaborative-filtering model.
-
-Either loaded from a standard RecBole checkpoint (``cf_checkpoint: saved/SASRec-....pth``) of the same
-dataset, or pre-trained here through RecBole's ``Trainer`` and saved like any RecBole run. Config keys:
-
-- ``cf_checkpoint``: path of a RecBole SASRec checkpoint; ``~`` pre-trains one.
-- ``cf_config``: the settings the teacher is pre-trained with (RecBole SASRec keys: ``hidden_size``,
-  ``n_layers``, ``epochs``, ``learning_rate``, ...), applied over the run's own config. Data, split and
-  ``MAX_ITEM_LIST_LENGTH`` must stay the run's (a change is refused); the evaluation protocol is the
-  run's unless ``cf_config`` overrides it.
-
-The teacher is always frozen and in eval mode: the originals left its dropout on while distilling.
+"""Stage 0 of LLM-SRec and A-LLMRec: RecBole's own SASRec as the frozen collaborative-filtering model,
+loaded from a RecBole checkpoint of the same data (``cf_checkpoint``) or pre-trained here through
+RecBole's ``Trainer`` with ``cf_config`` over the run's config (data, split and ``MAX_ITEM_LIST_LENGTH``
+must stay the run's). Always frozen and in eval mode: the originals left its dropout on.
 """
 
 from logging import getLogger

@@ -1,30 +1,11 @@
-"""Fixes that let RecBole 1.2.1 run on today's numpy, torch and pandas.
-
-Applied once, in memory, when ``recbole_llmsrec`` is imported; nothing in site-packages is edited.
-Each fix is idempotent; the README's "RecBole 1.2.1 on today's stack" table says why each is needed:
-
-1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which every ``Config`` reads:
-   the aliases are restored.
-2. torch >= 2.6 loads with ``weights_only=True``, which RecBole's checkpoints (pickle protocol 4, class
-   objects in the ``Config``) fail. Checkpoints use torch's protocol, ``Config`` pickles the model class
-   as its import path, and a checkpoint's types are safe globals: reading one never runs code.
-3. ``recbole.quick_start`` imports ray 2.6.3 (needs numpy 1): never imported (``quick_start`` here).
-4. ``sine.py`` turns on ``torch.autograd.set_detect_anomaly(True)`` at import, for every sequential
-   model: turned off again after importing them once (same numbers, much faster backward).
-5. pandas: RecBole's ``fillna(inplace=True)`` needs ``pandas<3`` (pinned); pandas 2.3's and torch's
-   deprecation warnings about RecBole's calls are silenced for RecBole's modules only.
-6. ``create_dataset`` and ``load_split_dataloaders`` ``pickle.load`` any cache file found in
-   ``checkpoint_dir`` (or ``*_save_path``), so a planted file runs code: both are replaced (built anew,
-   such a file named in a warning, never read) and ``save_dataset``/``save_dataloaders``/``*_save_path``
-   are refused.
-7. Distributed runs: RecBole initialises NCCL whatever the device, wraps the whole model in DDP (CUDA
-   only) and saves from every machine's local rank 0. ``recbole_llmsrec.distributed`` replaces the
-   device set-up, wrapping and ``Trainer._train_epoch``; rank 0 alone saves, after an FSDP gather, and
-   the other ranks wait for the complete file. RecBole's ``ensure_dir`` (check, then create) crashed
-   one of two processes creating ``checkpoint_dir`` together; it now creates with ``exist_ok``.
-8. ``Collector.get_data_struct`` calls ``.cpu()`` on every entry, also the counts ``data_collect``
-   stores for ItemCoverage, AveragePopularity, GiniIndex, ShannonEntropy and TailPercentage, so these
-   metrics crashed: only tensors are moved now.
+"""Fixes that let RecBole 1.2.1 run on today's numpy, torch and pandas, applied once, in memory, when
+``recbole_llmsrec`` is imported (nothing in site-packages is edited; each is idempotent). The README's
+"RecBole 1.2.1 on today's stack" table says why each is needed: 1 numpy 2 aliases; 2 weights-only
+checkpoints (torch's pickle protocol, ``Config`` pickling the model class as its import path, safe
+globals: reading one never runs code); 3 no ``recbole.quick_start`` (ray); 4 ``sine.py``'s global anomaly
+mode switched off; 5 pandas<3 and RecBole-only warning filters; 6 no ``pickle.load`` of dataset or
+dataloader caches found in ``checkpoint_dir`` (their save options refused); 7 distributed set-up, saving
+on rank 0 and ``ensure_dir`` with ``exist_ok``; 8 ``Collector.get_data_struct`` moves only tensors.
 """
 
 import importlib

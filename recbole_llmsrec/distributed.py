@@ -1,15 +1,8 @@
 """torch.distributed for every model run through the plugin, RecBole's and ours (README "Multi-GPU and
-multi-node" says what a user sees; the rule everywhere is RecBole's ``single_spec``).
-
-- Launch: a process started by ``torchrun`` or by RecBole's ``--nproc`` spawn joins its group when its
-  ``Config`` is built (``join_process_group``): NCCL on GPU, gloo on CPU (RecBole hard-codes NCCL).
-- Training (``train_epoch`` replaces RecBole's ``Trainer._train_epoch``): DDP over the trainable
-  parameters only, or FSDP2 (``shard_fsdp``); ``gradient_accumulation_steps``; ``train_batch_size`` is
-  per process (``per_process_batch``).
-- Evaluation: each rank scores its share of RecBole's ``DistributedSampler``; the metric rows are
-  gathered back into one-process order (``gather_eval_rows``); a catalogue is encoded in shards
-  (``sharded_rows``). Once-per-job work runs on rank 0 (``run_once``); checkpoints are full state dicts
-  in the one-process format (``full_training_state``).
+multi-node"; the rule everywhere is RecBole's ``single_spec``): joining the group (``join_process_group``),
+training (``train_epoch``: DDP over trainable parameters or FSDP2, accumulation, per-process batches),
+evaluation (``gather_eval_rows``, ``sharded_rows``), once-per-job work (``run_once``) and one-process
+checkpoints (``full_training_state``).
 """
 
 import contextlib

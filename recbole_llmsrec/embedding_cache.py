@@ -1,16 +1,9 @@
-"""Item embeddings of a FROZEN encoder, computed once and reused across runs.
-
-The cache file lives under ``<checkpoint_dir>/item_embedding_cache/`` and is named by a SHA-256 of
-(the encoder's identity, the text template, every item text). Anything that could change the vectors
-changes the name, so a stale file is never read; a hit runs zero encoder forward passes. Only use it
-for an encoder that does not train: a fine-tuned encoder's embeddings go stale with every step.
-
-Beside ``<key>.pt`` (read with ``weights_only=True``) sits ``<key>.json`` with the tensor's shape, dtype
-and the SHA-256 of its bytes. Each is written to a temporary name and moved in with ``os.replace``, the
-tensor first, so an interrupted write never leaves a pair that validates. A file that does not load, is
-not a 2-D float32 tensor with one row per text, or does not match its sidecar (missing, unparsable,
-other shape or checksum) is reported with a warning naming it and the reason, then recomputed and
-rewritten: a damaged cache costs one recomputation, never a crash or silently wrong embeddings.
+"""Item embeddings of a FROZEN encoder, computed once into ``<checkpoint_dir>/item_embedding_cache/`` and
+reused across runs. The file is named by a SHA-256 of (the encoder's identity, the text template, every
+item text): any change recomputes, a hit runs no encoder forward. Beside ``<key>.pt`` (read with
+``weights_only=True``) sits ``<key>.json`` with its shape, dtype and SHA-256; both are written atomically,
+the tensor first. A file that does not load, is not float32 ``[texts, dim]`` or does not match its sidecar
+is named in a warning and recomputed: a damaged cache costs one recomputation, never wrong embeddings.
 """
 
 import hashlib
@@ -94,18 +87,10 @@ def _load_checked(path, rows):
 
 def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, batches,
                            show_progress=False, desc="Encoding item texts"):
-    """Return a float tensor ``[len(texts), dim]`` of ``encode``'s embeddings, from the cache if present.
-
-    Args:
-        texts (list[str]): one text per item, index = item id.
-        encode (callable): ``list[str] -> Tensor[n, dim]``, the frozen encoder's batch forward.
-        cache_dir (str): normally the run's ``checkpoint_dir``.
-        encoder_id (str): e.g. ``encoder_identity(model, path)`` plus anything else that shapes outputs
-            (pooling, max length).
-        template (str): the text template the item texts were built with.
-        batches (list[list[int]]): the rows of ``texts`` each forward encodes, every row once (texts
-            of similar length together pad little).
-        show_progress (bool): a tqdm bar over batches (RecBole's ``show_progress``).
+    """Float ``[len(texts), dim]`` embeddings of ``texts`` (index = item id) by ``encode`` (``list[str] ->
+    Tensor``, the frozen encoder), from the cache under ``cache_dir`` when valid. ``encoder_id`` and
+    ``template`` key the file with the texts; ``batches``: the rows each forward encodes, every row once;
+    ``show_progress``: a tqdm bar (RecBole's ``show_progress``).
     """
     path = os.path.join(cache_dir, CACHE_SUBDIR, f"{cache_key(encoder_id, template, texts)}.pt")
     if os.path.isfile(path):

@@ -1,26 +1,15 @@
-"""The evaluation protocol, written once for every model run through the plugin, RecBole's and ours.
+"""The evaluation protocol, written once for every model run through the plugin, RecBole's and ours, at
+the data loaders and the trainer, never inside a model (README "Evaluation protocol"):
 
-RecBole 1.2.1 evaluates sequential models differently from the papers in three ways, each fixed here,
-at the data loaders and the trainer, never inside a model:
-
-- ``eval_mask_history`` (default ``False``, RecBole's behaviour: its sequential full-sort loader passes
-  ``history_index=None``, general models are always masked). When ``True`` every item the user
-  interacted with before the target (the whole training history, and at test time the validation item)
-  scores ``-inf``: HLLM's protocol. The target itself is never masked, even when it repeats an earlier
-  item (RecBole's convention; the HLLM original masked it, turning every repeat into a miss).
-- ``eval_neg_exclude_history`` (default ``False``). RecBole's repeatable sampler excludes only the
-  target from the ``uniN``/``popN`` negatives of a sequential model and may repeat an item. When
-  ``True`` the N negatives are distinct and drawn outside everything the user interacted with (train,
-  valid and test), as both LLM papers do. Each user's negatives come from a generator seeded with
-  (``seed``, phase, user), so the candidate set of a user is the same at every validation, in every
-  process and for every model (the originals re-drew unseeded negatives each time).
-- Sampled evaluation scores each user once (``PerUserSampledEvaluation``, a trainer mixin). RecBole's
-  trainer calls ``predict`` on one row per (user, candidate), a full sequence forward each: 101
-  forwards per user in ``uni100``. A model with ``full_sort_predict`` is run once per user and the
-  candidates' scores are read from that row; the metrics are RecBole's (``benchmarks/sampled_eval.py``).
-
-Sampled modes check their size up front: N negatives must fit among the items the user can get as
-negatives, else a ``ValueError`` says so (RecBole would silently pad the list with duplicates).
+- ``eval_mask_history``: full sort scores every item the user had before the target ``-inf`` (RecBole's
+  sequential loader passes ``history_index=None``); the target itself is never masked, even when it
+  repeats an earlier item (the HLLM original masked it, turning every repeat into a miss).
+- ``eval_neg_exclude_history``: ``uniN`` negatives distinct and outside everything the user interacted
+  with, from a generator seeded with (``seed``, phase, user): the same candidates at every validation,
+  in every process and for every model (RecBole excluded only the target; the originals re-drew
+  unseeded negatives). N must fit among the user's possible negatives, else a ``ValueError``.
+- ``PerUserSampledEvaluation``: sampled evaluation scores each user once (RecBole calls ``predict`` on
+  one row per user and candidate, a full sequence forward each).
 """
 
 from logging import getLogger

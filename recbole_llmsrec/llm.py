@@ -1,16 +1,8 @@
-"""Loading the LLMs and text encoders every model uses, from ``<prefix>_path`` in the config.
-
-One entry point, ``load_llm``, and ``load_llm_from_config`` which reads the keys of one LLM slot
-(``llm_*`` by default; HLLM uses ``item_llm_*`` and ``user_llm_*``): ``<prefix>_path`` (hub id or a
-``save_pretrained`` directory), ``_dtype``, ``_lora`` (peft ``LoraConfig`` fields) and
-``_gradient_checkpointing``, and ``trust_remote_code`` (off: code shipped with a checkpoint never runs).
-
-``frozen=True`` loads a model that never trains (the LLMs of LLM-SRec and A-LLMRec, HLLM's Item LLM
-with ``freeze_item_llm``) with every dropout probability of its config at 0 and frozen (``freeze``).
-
-``kind="causal_lm"`` gives the model with its LM head (``AutoModelForCausalLM``); ``kind="base"`` gives
-the bare transformer (``AutoModel``: a decoder without the vocabulary projection, or an encoder such as
-BERT/MiniLM), for models that read hidden states and never need vocabulary logits.
+"""Loading the LLMs and text encoders every model uses: ``load_llm``, and ``load_llm_from_config`` which
+reads one LLM slot's keys (``llm_*``; HLLM's ``item_llm_*``, ``user_llm_*``): ``_path`` (hub id or a
+``save_pretrained`` directory), ``_dtype``, ``_lora`` (peft), ``_gradient_checkpointing``, and
+``trust_remote_code`` (off: code shipped with a checkpoint never runs). ``kind="causal_lm"`` has the LM
+head; ``kind="base"`` is the bare transformer, for models that never need vocabulary logits.
 """
 
 import os
@@ -73,17 +65,10 @@ def load_tokenizer(path, key="llm_path", trust_remote_code=False):
 
 def load_llm(path, kind="causal_lm", dtype="bfloat16", lora=None, gradient_checkpointing=False,
              trust_remote_code=False, key="llm_path", with_tokenizer=True, frozen=False):
-    """Load ``(model, tokenizer)``; the tokenizer is ``None`` when ``with_tokenizer`` is false.
-
-    LoRA (when ``lora`` is a dict) wraps the model with peft; only the adapters then train.
-
-    ``frozen=True`` is for a model that never trains: it is loaded with every dropout probability of
-    its config set to 0 (``without_dropout``) and frozen with ``freeze``. Eval mode alone is not
-    enough: HF applies gradient checkpointing only to modules in train mode, so with
-    ``gradient_checkpointing`` a model puts its frozen LLM in train mode while it trains (gradients
-    still flow through the LLM to the soft input tokens), which would switch the LLM's dropout on
-    (OPT's ``dropout`` is 0.1). A frozen model must compute the same function in every mode: the one
-    the originals ran, in ``eval()``. Without ``frozen`` the caller owns the freezing policy.
+    """Load ``(model, tokenizer)`` (no tokenizer unless ``with_tokenizer``); a ``lora`` dict wraps it with
+    peft. ``frozen=True``, for a model that never trains: every dropout probability of its config at 0
+    (``without_dropout``), then ``freeze``. Eval mode alone is not enough: HF checkpoints only modules in
+    train mode, so with gradient checkpointing a frozen LLM runs in train mode (OPT's dropout is 0.1).
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: use one of {sorted(KINDS)}.")

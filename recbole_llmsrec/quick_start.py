@@ -29,20 +29,9 @@ from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
                 checkpoint=None, evaluate=None):
-    """Train and test ``model`` on ``dataset``; RecBole's ``run_recbole`` plus the plugin's models.
-
-    Args:
-        model (str): a model name; this plugin's models are found first, then RecBole's.
-        dataset (str): a dataset name (atomic files under ``data_path``; ``ml-100k`` is shipped).
-        config_file_list (list[str]): YAML files, later ones win.
-        config_dict (dict): parameters that override the files.
-        saved (bool): save the best model under ``checkpoint_dir`` and test with it.
-        checkpoint (str): a checkpoint written by an earlier run of the same config to resume from.
-        evaluate (str): a checkpoint of this model and data to evaluate on the test split, untrained.
-
-    Returns:
-        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``
-        (RecBole's result dict) and ``saved_model_file``.
+    """Train and test ``model`` on ``dataset`` as RecBole's ``run_recbole`` (same arguments and result
+    dict, plus ``saved_model_file``), this plugin's models found first; ``checkpoint``: resume from an
+    earlier run's checkpoint; ``evaluate``: test a checkpoint of this model and data, untrained.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                     config_dict=config_dict)

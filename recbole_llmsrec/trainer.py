@@ -83,14 +83,10 @@ class EpochInParts:
 
 class ValidationSchedule:
     """Trainer mixin for LLM-SRec's optimisation schedule (spec ``llmsrec.md`` 6), any model:
-
-    - ``validations_per_epoch`` (k): RecBole's loop, which validates once per "epoch", is given each
-      epoch in k parts (``EpochInParts``), so its epoch counter, ``eval_step`` and ``stopping_step``
-      count validations as the original's patience did ("epoch e" in the log = real epoch e // k). The
-      original validated every ``num_batch // 10`` steps and at the epoch's end (about 11 times).
-    - ``lr_decay_per_validation`` (gamma): after the i-th validation the learning rate is
-      ``learning_rate * gamma ** i`` (the original's ``LambdaLR(0.95 ** k)`` stepped per validation).
-    - ``adam_betas``: Adam's betas (RecBole's ``_build_optimizer`` has no such argument).
+    ``validations_per_epoch`` k hands RecBole's loop each epoch in k parts (``EpochInParts``), so its
+    epoch counter, ``eval_step`` and ``stopping_step`` count validations (the original validated about 11
+    times per epoch); ``lr_decay_per_validation`` gamma sets the LR to ``learning_rate * gamma ** i``
+    after the i-th validation; ``adam_betas`` (RecBole's ``_build_optimizer`` has none).
     """
 
     def _build_optimizer(self, **kwargs):

@@ -2,21 +2,11 @@
 
     python -m recbole_llmsrec.data.amazon REVIEWS META --out dataset --name Movies_and_TV
 
-README "Amazon Reviews datasets" gives the formats, options and guarantees; the design points:
-
-- Every line is decoded on its own, strictly as UTF-8 (replacement characters would invent ids): a bad
-  line is counted and skipped; a meta line that is not JSON is read with ``ast.literal_eval`` (never
-  runs code); a truncated ``.gz`` fails the run, saying how many lines were read.
-- Steps, each counted in the summary: parse (ids are non-empty printable strings, so no tab or line
-  break can break a column), ``--min-rating``, ``--user-fraction`` (a stable hash of
-  ``"{seed}:{user}"``: seeded, nested, independent of file order, before the k-core as in LLM-SRec;
-  the same fraction, not the original's ``random.sample`` users), dedupe (earliest event),
-  ``--drop-untitled``, iterative k-core, rows in time order (stable).
-- All or nothing: both files are written in a hidden work folder of the output folder, flushed, and
-  renamed into place last; ``--overwrite`` is needed to replace output; a failed run leaves earlier
-  output byte-identical and removes its files.
-- Memory is bounded by the distinct users and items, not the file: reviews are streamed to a compact
-  binary file in per-user buckets of at most ``--bucket-records`` records, read one at a time.
+README "Amazon Reviews datasets" gives the formats, options and guarantees: strict UTF-8 per line (a bad
+line counted and skipped; a meta line that is not JSON read with ``ast.literal_eval``, never run); a
+truncated ``.gz`` fails the run; parse, ``--min-rating``, ``--user-fraction`` (a stable seeded hash),
+dedupe, ``--drop-untitled``, iterative k-core, rows in time order; all-or-nothing output (a hidden work
+folder renamed into place); memory bounded by users and items (reviews streamed to per-user buckets).
 """
 
 import argparse

@@ -1,13 +1,9 @@
 """Datasets of this plugin's models, found by ``create_dataset`` as ``<Model>Dataset`` (RecBole-GNN's way).
 
-RecBole's ``SequentialDataset`` turns each user's history into one sample per prefix ("data
-augmentation"), so a user with L training interactions is L training samples. The LLM recommenders
-here are trained like their papers instead: ``UserSequenceDataset`` keeps, in the TRAINING split only,
-each user's longest prefix (the whole training sequence, truncated to ``MAX_ITEM_LIST_LENGTH``, with its
-last item as the target). Validation and test samples are RecBole's, unchanged (leave-one-out on the
-same ordering), so the metrics compare with any RecBole model. The training split also carries
-``history_matrix``, a users x items CSR matrix of every training interaction (longer than
-``MAX_ITEM_LIST_LENGTH`` included), from which training negatives are drawn.
+RecBole's ``SequentialDataset`` makes one training sample per prefix; the LLM recommenders train like
+their papers: ``UserSequenceDataset`` keeps, in the TRAINING split only, each user's longest prefix.
+Validation and test are RecBole's, unchanged, so metrics compare with any RecBole model. The training
+split carries ``history_matrix`` (users x items, CSR, every training interaction) for negatives.
 """
 
 import importlib

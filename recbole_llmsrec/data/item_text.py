@@ -1,22 +1,11 @@
-"""Each item's text, built from the ``.item`` atomic-file fields named in the config.
-
-Config keys (defaults in ``properties/overall.yaml``; datasets and models override them):
-
-- ``item_text_fields``: the ``.item`` columns to use, in order, e.g. ``[movie_title, release_year, class]``.
-  They must be loaded: list them (with the item id) under ``load_col: {item: [...]}``.
-- ``item_text_template``: how one field is written, with ``{name}`` (the column name) and ``{value}``;
-  ``"{value}"`` gives "Toy Story, 1995, ...", ``"{name}: {value}"`` gives "movie_title: Toy Story, ...".
-- ``item_text_separator``: what joins the written fields.
-- ``item_text_missing_value``: ``~`` leaves a missing or empty field out of the text; a string is
-  written in its place (A-LLMRec writes "Empty title").
-- ``item_text_fallback``: the text of an item none of whose fields has a value.
-- ``item_title_field`` / ``item_title_fallback``: the column holding an item's title, for prompts that
-  quote titles (``build_item_titles``), and what a missing title reads as ("No Title", as the originals).
+"""Each item's text, built from the ``.item`` atomic-file fields named in the config: ``item_text_fields``
+(loaded through ``load_col``), ``item_text_template`` (``{name}``, ``{value}``), ``item_text_separator``,
+``item_text_missing_value`` (``~`` leaves a field out), ``item_text_fallback``, and for prompts that quote
+titles ``item_title_field``/``item_title_fallback`` (README "Config keys this plugin adds").
 
 Values are read back from RecBole's loaded dataset: a ``token`` through its id-to-token table, a
-``token_seq`` as its tokens joined by ``seq_separator``, a ``float`` as RecBole holds it: normalised to
-[0, 1] when ``normalize_all``/``normalize_field`` covers it, and a missing float already replaced by the
-column mean (RecBole's imputation), so prefer token fields for text. Padding item 0 gets ''.
+``token_seq`` as its tokens joined by ``seq_separator``, a ``float`` as RecBole holds it (normalised when
+``normalize_all`` covers it, a missing one imputed with the column mean). Padding item 0 gets ''.
 """
 
 import math

@@ -1,27 +1,17 @@
 """A-LLMRec (KDD'24; code ghdtjr/A-LLMRec) as a RecBole sequential recommender (spec ``allmrec.md``).
 
 Stage 0: a frozen RecBole SASRec (``recbole_llmsrec.cf_teacher``). Stage 1 (``stage1_loss``): an item
-auto-encoder on SASRec's item embeddings is aligned with a text auto-encoder on a fine-tuned
-Sentence-BERT embedding of each item's text. Stage 2 (``calculate_loss``): SASRec's user state and the
-stage-1 item latents are projected into a frozen causal LLM as soft tokens of a prompt with 10 history
-items and 20 candidates; the LM loss is on the quoted target title and EOS. ``ALLMRecTrainer`` runs the
-stages in order inside RecBole's training loop.
+auto-encoder on SASRec's item embeddings aligned with a text auto-encoder on a fine-tuned Sentence-BERT
+embedding of each item's text. Stage 2 (``calculate_loss``): SASRec's user state and the stage-1 item
+latents projected into a frozen causal LLM as soft tokens of a prompt with 10 history items and 20
+candidates; LM loss on the quoted target title and EOS. ``ALLMRecTrainer`` runs the stages in order.
+Ranking (the original only generates text): ``predict`` scores each candidate by the LLM log-likelihood
+of ``"title"</s>`` after its user's prompt (``prompt_log_likelihoods``); ``full_sort_predict`` reranks the
+stage-1 head's top ``rerank_k`` unseen items with it, above every other item.
 
-Ranking for RecBole's evaluator (the original only generates text):
-
-- ``predict`` (sampled modes; ``uni19`` is the paper's 1 + 19 setting): one prompt per user holding its
-  candidates (chunks of ``num_candidates``), each candidate scored by the LLM log-likelihood of
-  ``"title"</s>`` teacher-forced after the prompt, all candidates of a user in one batched forward over
-  the prompt's cached keys/values. Candidates with identical titles are scored once and tie exactly.
-- ``full_sort_predict``: two-stage retrieve-then-rerank. The stage-1 head scores every item
-  (``mean_d(u * decoder(encoder(e_i)))``, the original's stage-1 recommendation logit); the top
-  ``rerank_k`` items not in the input sequence are reranked by the LLM score and placed above all others,
-  which keep their stage-1 scores.
-
-Bugs of the original avoided (spec section 7): SASRec dropout stays off (eval mode); negatives are
-seeded, distinct and outside the user's whole training history (never the target); the candidate order
-is a deterministic pseudo-random permutation independent of which candidate is the target; the stage-1
-data is shuffled; one optimizer step per batch.
+Bugs of the original avoided (spec section 7): SASRec dropout stays off; negatives are seeded, distinct
+and outside the user's whole training history (never the target); the candidate order ignores which
+candidate is the target; the stage-1 data is shuffled; one optimizer step per batch.
 """
 
 import torch
@@ -391,6 +381,7 @@ def _prompts_with_tries(rows, pad_id):
     ``(prompt ids, trie tokens, trie parents)`` (parent -1: the prompt). The prompt is causal; a trie
     token sees the prompt, its ancestors and itself, at position len(prompt) + its depth."""
     length = max(len(prompt) + len(trie) for prompt, trie, _ in rows)
+    length += -length % 16          # a mask row aligned for SDPA's memory-efficient kernel
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     positions = torch.zeros(len(rows), length, dtype=torch.long)
     allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)   # padding sees itself only

@@ -1,26 +1,16 @@
 """HLLM (ByteDance, "Hierarchical Large Language Model"; code bytedance/HLLM) as a RecBole model.
 
-Item LLM: each item's text (``item_prompt`` + ``name: value`` fields, cut to ``max_text_length`` tokens)
-followed by one learnable [ITEM] input vector; the item embedding is the bare decoder's last (normed)
-hidden state at [ITEM]. User LLM: a causal decoder fed the item embeddings as ``inputs_embeds`` (through
-a linear adapter when the two hidden sizes differ); the state at each position predicts the next item.
-Loss: InfoNCE with a learnable temperature over ``num_negatives`` uniform items encoded by the Item LLM in
-the same step, shared by every position of the batch (spec ``hllm.md`` 1-3).
+Item LLM: ``item_prompt`` + ``name: value`` fields (cut to ``max_text_length`` tokens) + one learnable
+[ITEM] input vector, whose last hidden state is the item embedding. User LLM: a causal decoder fed the
+item embeddings (through a linear adapter when the sizes differ); each position predicts the next item.
+Loss: InfoNCE with a learnable temperature over ``num_negatives`` uniform items encoded in the same step,
+shared by every position (spec ``hllm.md`` 1-3).
 
-Departures from the original, on purpose (spec section 7):
-
-- Field pairs are joined with ``item_text_separator`` (the original wrote "title: Xdescription: Y").
-- Only real items are encoded (the original also encoded random left-padding items), each distinct
-  item of a step once: positives, history and negatives share one deduplicated encoder batch.
-- Normalisation, logits, softmax and scores run in float32 even when the LLMs compute in bf16.
-- Training data: ``HLLMDataset`` cuts each user's training sequence into windows of
-  ``MAX_ITEM_LIST_LENGTH`` transitions, so every training interaction is a target once per epoch
-  (the original's chunking dropped the oldest remainder and the transitions between chunks).
-- Gradient clipping is applied (``clip_grad_norm``); the original read it and never used it.
-- Evaluation encodes the catalogue once per evaluation pass; users are scored by cosine against it.
-- With ``freeze_item_llm`` every item embedding is computed once into the shared embedding cache
-  (``recbole_llmsrec.embedding_cache``, under ``checkpoint_dir``) and training runs no Item LLM forward.
-- Padding: texts are sorted by length and batched so that each batch pads little.
+Departures (spec section 7; README "HLLM"): fields joined by ``item_text_separator`` (the original wrote
+"title: Xdescription: Y"); only real items are encoded, each distinct item of a step once (the original
+also encoded random padding items); float32 logits and scores; windows of ``MAX_ITEM_LIST_LENGTH``
+transitions make every training interaction a target once (the original's chunking dropped some);
+``clip_grad_norm`` is applied (the original read it and never used it).
 """
 
 import hashlib

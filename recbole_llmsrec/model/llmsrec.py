@@ -1,28 +1,15 @@
 """LLM-SRec ("Lost in Sequence", KDD'25; code Sein-Kim/LLM-SRec) as a RecBole sequential recommender.
 
 A frozen LLM reads a prompt with the user's last ``history_max_items`` items, each followed by a
-``[HistoryEmb]`` soft token that carries the projected item embedding of a frozen, pre-trained SASRec.
-The last-layer state at ``[UserOut]`` gives the user vector, an item prompt's ``[ItemOut]`` state the
-item vector. SASRec's own user representation is distilled into the LLM's (spec ``llmsrec.md`` 2-5).
-Only ``item_emb_proj``, the two output-token vectors and the three heads train; the gradient still
-flows back through the frozen LLM to the input-side soft tokens.
+``[HistoryEmb]`` soft token carrying a frozen, pre-trained SASRec's projected item embedding; the
+last-layer state at ``[UserOut]`` is the user vector, an item prompt's ``[ItemOut]`` state the item
+vector, and SASRec's user representation is distilled into the LLM's (spec ``llmsrec.md`` 2-5). Only
+``item_emb_proj``, the two output-token vectors and the three heads train.
 
-Where this departs from the original code, on purpose (spec section 10):
-
-- The LLM is the bare decoder (no vocabulary logits), with an attention mask; soft tokens are put in
-  with one ``masked_scatter`` per batch, not Python loops of ``torch.cat``.
-- The special tokens are added to the tokenizer only; the LLM's embedding matrix is not resized (every
-  special-token position is overwritten), so the LLM stays bit-identical to ``llm_path``.
-- Negatives exclude the user's history AND the target (the original could draw the target), are
-  distinct, and come from a generator seeded with ``seed``. The teacher SASRec runs in eval mode.
-- Training has one example per user per epoch as in the paper (``LLMSRecDataset``); evaluation is
-  RecBole's (the paper's protocol is ``uni99`` = 1 target + 99 negatives; RecBole's ``uni100`` draws 100).
-- Prompt prefixes identical for every user / item are run through the LLM once and their key/value
-  cache reused (``prefix_kv_cache``), except when gradient checkpointing recomputes the layers.
-- Every item representation is computed once per evaluation pass, by batches, then users are scored by
-  dot product against that matrix; sampled evaluation encodes each distinct user once.
-- Not reproduced: the original's LR decay per validation (RecBole has no scheduler), Adam betas
-  (0.9, 0.98) (RecBole's trainer uses torch's defaults), int8 loading.
+Departures (spec section 10; README "LLMSRec" has the rest): bare decoder with an attention mask (the
+original computed vocabulary logits for nothing and had no mask); the embedding matrix is not resized;
+negatives exclude the history AND the target (the original could draw the target), are distinct and
+seeded; the teacher runs in eval mode (the original left its dropout on); int8 loading not reproduced.
 """
 
 import time
