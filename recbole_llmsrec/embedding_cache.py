@@ -107,6 +107,8 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
         return encode([texts[i] for i in rows]).detach().float().cpu()
 
     order = torch.tensor([row for batch in batches for row in batch])
+    if not torch.equal(order.sort().values, torch.arange(len(texts))):
+        raise ValueError("batches must hold every row of texts exactly once.")
     embeddings = torch.cat([encode_rows(batch) for batch in batches])[torch.argsort(order)]
     progress.close()
 

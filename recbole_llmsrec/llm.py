@@ -230,20 +230,26 @@ PACKED_ATTENTION = "recbole_llmsrec_packed"
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                      cu_seq_lens_q=None, max_length_q=None, **kwargs):
     """Attention over texts packed end to end in one row (``cu_seq_lens_q``: their int32 boundaries):
-    causal (unless ``module.is_causal`` is false: an encoder) within each text, nothing across texts. On CUDA torch's variable-length flash
-    kernel (``varlen_attn``); elsewhere SDPA with the same block-diagonal causal mask (the reference the
-    tests compare). A call without boundaries (a padded batch) is transformers' SDPA. Packed calls apply
-    no attention dropout (Llama-family configs have none)."""
+    causal (unless ``module.is_causal`` is false: an encoder) within each text, nothing across texts.
+    On CUDA in bf16/fp16 (weights or autocast) torch's variable-length flash kernel (``varlen_attn``);
+    otherwise SDPA with the same block-diagonal mask (the reference the tests compare). A call without
+    boundaries (a padded batch) is transformers' SDPA. Packed calls apply no attention dropout
+    (Llama-family configs have none).
+    """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     grouped, causal = key.shape[1] != query.shape[1], getattr(module, "is_causal", True)
-    if query.is_cuda:
+    # flash kernels are half precision only; under autocast RoPE hands fp32 queries/keys over (as
+    # transformers' flash integration, cast them to the autocast dtype)
+    half = query.dtype if query.dtype in (torch.float16, torch.bfloat16) else (
+        torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None)
+    if query.is_cuda and half is not None:
         from torch.nn.attention.varlen import varlen_attn
 
-        q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))          # [tokens, heads, dim]
+        q, k, v = (x[0].transpose(0, 1).to(half) for x in (query, key, value))   # [tokens, heads, dim]
         out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q,
                           scale=scaling, window_size=(-1, 0 if causal else -1), enable_gqa=grouped)
     else:
@@ -252,7 +258,8 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         allowed = text[:, None] == text[None]
         allowed = allowed.tril() if causal else allowed
         out = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=allowed, scale=scaling, enable_gqa=grouped)[0].transpose(0, 1)
+            query, key, value.to(query.dtype), attn_mask=allowed, scale=scaling,
+            enable_gqa=grouped)[0].transpose(0, 1)
     return out.unsqueeze(0), None
 
 

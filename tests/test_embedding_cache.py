@@ -161,3 +161,10 @@ def test_crash_between_tensor_and_checksum_never_validates(tmp_path, monkeypatch
     with caplog.at_level(logging.WARNING, logger=embedding_cache.__name__):
         cached_item_embeddings(TEXTS, encoder, **common)
     assert encoder.calls > calls and "missing" in caplog.text
+
+
+def test_batches_that_miss_or_repeat_a_row_are_refused(tmp_path):
+    for batches in ([[0, 1], [2, 3]], [[0, 1], [2, 3], [4, 4]]):
+        with pytest.raises(ValueError, match="exactly once"):
+            cached_item_embeddings(TEXTS, FakeEncoder(), cache_dir=str(tmp_path), encoder_id="fake",
+                                   template="{value}", batches=batches)

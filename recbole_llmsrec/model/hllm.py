@@ -165,7 +165,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
     def encode_items(self, items):
         """Item embeddings (in the User LLM's space) of distinct ``items``, ``[len(items), D]``."""
         if not self.item_token.requires_grad:  # frozen Item LLM: no forward, read the cached table
-            return self.adapter(self.frozen_item_table()[items])
+            return self._to_user_space(self.frozen_item_table()[items])
         items = items.tolist()
         batches, fillers = same_forward_count(self.token_budget_batches(items), [1], self.config)
         by_item, filler_anchor = {}, 0.0
@@ -176,7 +176,11 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
             else:  # FSDP: a forward only to match the other ranks' count; its backward must run too
                 filler_anchor = filler_anchor + 0.0 * encoded.sum()
         encoded = torch.stack([by_item[i] for i in items])
-        return self.adapter(encoded + filler_anchor if fillers else encoded)
+        return self._to_user_space(encoded + filler_anchor if fillers else encoded)
+
+    def _to_user_space(self, item_embeddings):
+        with torch.autocast(item_embeddings.device.type, enabled=False):   # the adapter in float32
+            return self.adapter(item_embeddings.float())
 
     # ----- User LLM ---------------------------------------------------------------------------
     def _user_states(self, item_embeddings, mask):
