@@ -1,13 +1,17 @@
-"""Stage 0 of LLM-SRec and A-LLMRec: RecBole's own SASRec as the frozen collaborative-filtering model,
-loaded from a RecBole checkpoint of the same data (``cf_checkpoint``) or pre-trained here through
-RecBole's ``Trainer`` with ``cf_config`` over the run's config (data, split and ``MAX_ITEM_LIST_LENGTH``
-must stay the run's). Always frozen and in eval mode: the originals left its dropout on.
+"""Stage 0 of LLM-SRec and A-LLMRec: a RecBole sequential model (``cf_model``, the papers' SASRec by
+default) as the frozen collaborative-filtering teacher, loaded from a RecBole checkpoint of the same data
+(``cf_checkpoint``) or pre-trained here through RecBole's ``Trainer`` with ``cf_config`` over the run's
+config (data, split and ``MAX_ITEM_LIST_LENGTH`` must stay the run's). A-LLMRec's claim that it works
+with any CF-RecSys needs only an item embedding table and a user vector scored against it (the state a
+RecBole model's ``full_sort_predict`` uses). Always frozen and in eval mode: the originals left dropout on.
 """
 
 from logging import getLogger
 
-from recbole.model.sequential_recommender.sasrec import SASRec
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import set_color
+from torch import nn
 
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import derived_config
@@ -15,7 +19,7 @@ from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.distributed import as_single_process
 from recbole_llmsrec.evaluation import data_preparation
 from recbole_llmsrec.llm import freeze
-from recbole_llmsrec.utils import get_trainer
+from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
 # Dataset settings that must match between the teacher's run and this run (item ids must be the same).
 MATCHING_DATASET_KEYS = ("dataset", "user_inter_num_interval", "item_inter_num_interval",
@@ -32,8 +36,46 @@ def data_differences(config, other):
     return differences
 
 
+def teacher_class(name):
+    """The RecBole sequential model class named ``name`` (``cf_model``), or a ``ValueError`` saying why."""
+    model_class = get_model(name)
+    if not issubclass(model_class, SequentialRecommender) or is_plugin_model(model_class):
+        raise ValueError(f"cf_model={name!r} is not a RecBole sequential model: the teacher reads the "
+                         "user's item sequence (e.g. SASRec, GRU4Rec, NARM, BERT4Rec).")
+    return model_class
+
+
+def user_representation(teacher, item_seq, item_seq_len):
+    """The teacher's user vector ``[B, d]``: the state its ``full_sort_predict`` scores items with."""
+    if hasattr(teacher, "reconstruct_test_data"):  # BERT4Rec: a [mask] after the history (shifted
+        item_seq = teacher.reconstruct_test_data(item_seq, item_seq_len)  # left by one), read there
+        return teacher.gather_indexes(teacher(item_seq), item_seq_len - 1)
+    return teacher(item_seq, item_seq_len)
+
+
+@torch.no_grad()
+def checked_teacher(teacher):
+    """``teacher`` (frozen) if it has what LLM-SRec and A-LLMRec read: ``item_embedding`` and a
+    ``[B, item_embedding dim]`` user vector from a sequence; else a ``ValueError`` naming what is missing."""
+    name, embedding = type(teacher).__name__, getattr(teacher, "item_embedding", None)
+    problem = None if isinstance(embedding, nn.Embedding) else "no item_embedding table"
+    try:
+        sequence = torch.zeros(1, teacher.max_seq_length, dtype=torch.long)
+        sequence[0, 0] = 1
+        shape = list(user_representation(freeze(teacher), sequence, torch.tensor([1])).shape)
+        if not problem and shape != [1, embedding.embedding_dim]:
+            problem = f"a user vector of shape {shape}, not [1, {embedding.embedding_dim}]"
+    except Exception as error:  # noqa: BLE001 -- any failure means the model cannot serve as teacher
+        problem = f"an error from forward(item_seq, item_seq_len) ({type(error).__name__}: {error})"
+    if problem:
+        raise ValueError(f"cf_model={name} cannot be the teacher: it gives {problem}. A teacher is a "
+                         "RecBole sequential model whose forward(item_seq, item_seq_len) returns the "
+                         "user vector it scores against item_embedding (SASRec, GRU4Rec, NARM, BERT4Rec).")
+    return teacher
+
+
 def teacher_config(config):
-    """The run's config for SASRec with ``cf_config`` applied over it (``config.derived_config``).
+    """The run's config for ``cf_model`` with ``cf_config`` applied over it (``config.derived_config``).
 
     A partial ``cf_config.eval_args`` (e.g. ``{mode: full}`` for a full-sort teacher validation)
     completes the run's; ``cf_config`` may change how the teacher trains and is validated, never its
@@ -42,7 +84,7 @@ def teacher_config(config):
     overrides = dict(config["cf_config"] or {})
     if isinstance(overrides.get("eval_args"), dict):
         overrides["eval_args"] = {**config["eval_args"], **overrides["eval_args"]}
-    cf_config = derived_config(config, "SASRec", overrides)
+    cf_config = derived_config(config, teacher_class(config["cf_model"]).__name__, overrides)
     differences = data_differences(config, cf_config)
     if differences:
         detail = ", ".join(f"{k}: {a!r} vs the run's {b!r}" for k, (a, b) in differences.items())
@@ -55,60 +97,56 @@ def teacher_config(config):
 
 
 def build_teacher(config, dataset):
-    """A frozen SASRec with the teacher's architecture; loaded from ``cf_checkpoint`` when given.
-
-    Returns ``(teacher, loaded)``.
-    """
+    """``(teacher, loaded)``: a frozen ``cf_model``, loaded from ``cf_checkpoint`` when given."""
     path = config["cf_checkpoint"]
-    if path:
-        checkpoint = load_checkpoint(path, map_location="cpu")
-        cf_config = _checked_teacher_config(config, dataset, checkpoint, path)
-        teacher = SASRec(cf_config, dataset)
-        teacher.load_state_dict(checkpoint["state_dict"])
-        getLogger().info(set_color("SASRec teacher loaded from", "green") + f": {path}")
-        return freeze(teacher), True
-    return freeze(SASRec(teacher_config(config), dataset)), False
+    if not path:
+        cf_config = teacher_config(config)
+        return checked_teacher(teacher_class(cf_config["model"])(cf_config, dataset)), False
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    cf_config = checkpoint["config"]
+    if cf_config["model"] != config["cf_model"]:
+        raise ValueError(f"cf_checkpoint={path} is a {cf_config['model']} checkpoint but cf_model is "
+                         f"{config['cf_model']}: set cf_model: {cf_config['model']} to use it.")
+    cf_config.final_config_dict["device"] = config["device"]
+    teacher = checked_teacher(teacher_class(cf_config["model"])(cf_config, dataset))
+    check_same_data(config, dataset, cf_config, checkpoint["state_dict"]["item_embedding.weight"].shape[0],
+                    path, expected_rows=teacher.item_embedding.num_embeddings)
+    teacher.load_state_dict(checkpoint["state_dict"])
+    getLogger().info(set_color(f"{cf_config['model']} teacher loaded from", "green") + f": {path}")
+    return teacher, True
 
 
-def check_same_data(config, dataset, saved_config, n_items, path, key="cf_checkpoint"):
-    """Refuse a checkpoint (``key``) whose run used other data than this one, naming the difference."""
+def check_same_data(config, dataset, saved_config, n_items, path, key="cf_checkpoint", expected_rows=None):
+    """Refuse a checkpoint (``key``) whose run used other data than this one, naming the difference;
+    ``n_items``: its item table's rows, ``expected_rows`` this run's (default: the dataset's items)."""
     mismatched = data_differences(config, saved_config)
     if mismatched:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in mismatched.items())
         raise ValueError(f"{key}={path} was trained on other data ({detail}). Use a checkpoint of the "
                          f"same dataset and settings, or set {key}: ~ to train one.")
-    if n_items != dataset.item_num:
+    expected_rows = expected_rows or dataset.item_num
+    if n_items != expected_rows:
         raise ValueError(f"{key}={path} has {n_items} item embeddings but dataset {config['dataset']} "
-                         f"has {dataset.item_num} items: it was trained on another version of the "
-                         f"data. Set {key}: ~ to train one.")
-
-
-def _checked_teacher_config(config, dataset, checkpoint, path):
-    cf_config = checkpoint["config"]
-    if cf_config["model"] != "SASRec":
-        raise ValueError(f"cf_checkpoint={path} is a {cf_config['model']} checkpoint; "
-                         f"{config['model']} needs a RecBole SASRec checkpoint.")
-    check_same_data(config, dataset, cf_config,
-                    checkpoint["state_dict"]["item_embedding.weight"].shape[0], path)
-    cf_config.final_config_dict["device"] = config["device"]
-    return cf_config
+                         f"needs {expected_rows}: it was trained on another version of the data. Set "
+                         f"{key}: ~ to train one.")
 
 
 def pretrain_teacher(config, show_progress=False):
-    """Pre-train SASRec through RecBole's Trainer on the run's data; returns the best checkpoint's path.
+    """Pre-train ``cf_model`` through RecBole's Trainer on the run's data; returns the best checkpoint.
 
     The teacher gets RecBole's standard SequentialDataset (every prefix a training sample) for the same
     leave-one-out split, so it sees only training interactions; it is validated under the run's
-    evaluation protocol (``cf_config`` may override it) by the trainer any SASRec run gets.
+    evaluation protocol (``cf_config`` may override it) by the trainer any run of that model gets.
     """
     logger = getLogger()
     cf_config = as_single_process(teacher_config(config))  # in a distributed job: rank 0 alone
-    logger.info(set_color("Pre-training the SASRec teacher", "green") + f": {config['cf_config']}")
+    name = cf_config["model"]
+    logger.info(set_color(f"Pre-training the {name} teacher", "green") + f": {config['cf_config']}")
     train_data, valid_data, test_data = data_preparation(cf_config, create_dataset(cf_config))
-    teacher = SASRec(cf_config, train_data._dataset).to(cf_config["device"])
-    trainer = get_trainer(cf_config["MODEL_TYPE"], "SASRec")(cf_config, teacher)
+    teacher = teacher_class(name)(cf_config, train_data._dataset).to(cf_config["device"])
+    trainer = get_trainer(cf_config["MODEL_TYPE"], name)(cf_config, teacher)
     trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=show_progress)
-    logger.info(set_color("SASRec teacher test result", "yellow") + f": {test_result}")
+    logger.info(set_color(f"{name} teacher test result", "yellow") + f": {test_result}")
     logger.info(f"Reuse this teacher with cf_checkpoint: {trainer.saved_model_file}")
     return trainer.saved_model_file

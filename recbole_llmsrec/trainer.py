@@ -155,12 +155,9 @@ Trainer = extend_trainer(RecBoleTrainer)
 
 
 class CFTeacherTrainer(Trainer):
-    """RecBole's Trainer that first makes sure the model's frozen SASRec teacher is trained.
-
-    With no ``cf_checkpoint`` (and no resumed checkpoint holding the teacher), SASRec is pre-trained
-    through RecBole's own Trainer, saved under ``checkpoint_dir`` like any RecBole run, and loaded into
-    ``model.cf_model`` before the model's own training starts.
-    """
+    """RecBole's Trainer that first makes sure the model's frozen teacher (``cf_model``) is trained: with
+    no ``cf_checkpoint`` (and no resumed checkpoint holding it) it is pre-trained through RecBole's own
+    Trainer, saved under ``checkpoint_dir`` like any RecBole run, and loaded into ``model.cf_model``."""
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
@@ -190,9 +187,10 @@ class ALLMRecTrainer(CFTeacherTrainer):
         if path and not bool(self.model.stage_done[1]):
             checkpoint = load_checkpoint(path, map_location=self.device)
             state = checkpoint["state"]
-            check_same_data(self.config, train_data._dataset, checkpoint["config"],
-                            state["cf_model"]["item_embedding.weight"].shape[0], path,
-                            key="stage1_checkpoint")
+            rows = state["cf_model"]["item_embedding.weight"].shape[0]
+            check_same_data(self.config, train_data._dataset, checkpoint["config"], rows, path,
+                            key="stage1_checkpoint",
+                            expected_rows=self.model.cf_model.item_embedding.num_embeddings)
             self.model.load_stage1_state_dict(state)
             self.logger.info(set_color("Stages 0-1 loaded from", "green") + f": {path}")
             return

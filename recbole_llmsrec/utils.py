@@ -1,27 +1,61 @@
 """Model and trainer lookup: this plugin's classes first, then RecBole's (as RecBole-GNN does)."""
 
+import difflib
 import importlib
+import os
+import pkgutil
 
-from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 PLUGIN_MODEL_MODULE = "recbole_llmsrec.model"
 PLUGIN_TRAINER_MODULE = "recbole_llmsrec.trainer"
+RECBOLE_MODEL_PACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
+                          "knowledge_aware_recommender", "exlib_recommender")
+
+
+def plugin_model_names():
+    return list(importlib.import_module(PLUGIN_MODEL_MODULE).__all__)
+
+
+def recbole_model_modules():
+    """``{module name: package}`` of RecBole's model files, found without importing them (importing
+    ``exlib_recommender`` needs lightgbm and xgboost)."""
+    root = os.path.dirname(importlib.util.find_spec("recbole.model").origin)
+    return {name: package for package in RECBOLE_MODEL_PACKAGES
+            for _, name, _ in pkgutil.iter_modules([os.path.join(root, package)])}
+
+
+def _recbole_class_name(module, package):
+    try:
+        found = importlib.import_module(f"recbole.model.{package}.{module}")
+    except ImportError:  # an exlib model whose library is not installed
+        return module
+    return next((name for name in dir(found) if name.lower() == module), module)
 
 
 def get_model(model_name):
-    """Return the model class named ``model_name`` from this plugin, else from RecBole."""
+    """Return the model class named ``model_name`` from this plugin, else from RecBole; an unknown
+    name is a ``ValueError`` listing the plugin's models and the closest names."""
     plugin_models = importlib.import_module(PLUGIN_MODEL_MODULE)
-    if hasattr(plugin_models, model_name):
+    if model_name in plugin_model_names():
         return getattr(plugin_models, model_name)
-    try:
-        return recbole_get_model(model_name)
-    except (ValueError, ImportError) as err:
-        # RecBole's search of an unknown name ends importing exlib_recommender (lightgbm, xgboost)
-        raise ValueError(
-            f"model {model_name!r} is neither a recbole-llmsrec model nor a RecBole model "
-            f"(RecBole's lookup said: {err}). Check the spelling of `model`."
-        ) from err
+    modules = recbole_model_modules()
+    module = str(model_name).lower()
+    if module in modules:
+        try:
+            found = getattr(importlib.import_module(f"recbole.model.{modules[module]}.{module}"),
+                            model_name, None)
+        except ImportError as err:
+            raise ValueError(f"RecBole's {model_name} needs {err.name}: pip install {err.name}") from err
+        if found is not None:
+            return found
+    names = {name.lower(): name for name in plugin_model_names()}
+    names.update({m: _recbole_class_name(m, modules[m])
+                  for m in difflib.get_close_matches(module, modules, n=3, cutoff=0.6)})
+    closest = [names[m] for m in difflib.get_close_matches(module, names, n=3, cutoff=0.6)]
+    raise ValueError(f"model {model_name!r} is neither a recbole-llmsrec model "
+                     f"({', '.join(plugin_model_names())}) nor a RecBole model (names are case-sensitive)."
+                     + (f" Did you mean {' or '.join(closest)}?" if closest else ""))
 
 
 def is_plugin_model(model_class):

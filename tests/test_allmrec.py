@@ -322,3 +322,19 @@ def test_frozen_opt_has_no_dropout_in_the_train_mode_checkpointing_needs(allmrec
     with torch.no_grad():
         first, second = model.llm(input_ids=ids).logits, model.llm(input_ids=ids).logits
     assert torch.equal(first, second)
+
+
+def test_a_gru4rec_teacher_runs_all_three_stages(allmrec_config):
+    """A-LLMRec is model-agnostic: any RecBole sequential model (here GRU4Rec) can be stage 0."""
+    from recbole.model.sequential_recommender.gru4rec import GRU4Rec
+
+    teacher = {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "dropout_prob": 0.1,
+               "loss_type": "CE", "epochs": 1, "train_batch_size": 512}
+    config, model, trainer, train_data, valid_data, test_data = prepare(
+        dict(allmrec_config, cf_model="GRU4Rec", cf_config=teacher))
+    assert isinstance(model.cf_model, GRU4Rec) and model.user_proj[0].in_features == 16
+    trainer.fit(train_data, valid_data, saved=False)
+    assert model.stage_done.all() and all(torch.isfinite(torch.tensor(v))
+                                          for v in trainer.train_loss_dict.values())
+    result = trainer.evaluate(test_data, load_best_model=False)
+    assert 0 <= result["hit@10"] <= 1

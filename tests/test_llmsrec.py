@@ -301,3 +301,47 @@ def test_length_bucketed_batches_leave_item_and_user_representations_unchanged(l
         torch.testing.assert_close(model.compute_item_matrix(items), in_id_order, atol=1e-5, rtol=0)
         one_batch = model.user_representation(users)
         torch.testing.assert_close(model._eval_users(users), one_batch, atol=1e-5, rtol=0)
+
+
+GRU4REC_TEACHER = {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "dropout_prob": 0.1,
+                   "loss_type": "CE", "epochs": 1, "train_batch_size": 256}
+
+
+def test_a_gru4rec_teacher_is_pretrained_and_distilled(llmsrec_config):
+    """``cf_model``: any RecBole sequential model with an item table and a user vector teaches."""
+    from recbole.model.sequential_recommender.gru4rec import GRU4Rec
+
+    config, model, train_data, valid_data, test_data = prepare(
+        dict(llmsrec_config, cf_model="GRU4Rec", cf_config=GRU4REC_TEACHER, epochs=1))
+    assert isinstance(model.cf_model, GRU4Rec) and model.item_emb_proj[0].in_features == 16
+    trainer = get_trainer(config["MODEL_TYPE"], "LLMSRec")(config, model)
+    trainer.fit(train_data, valid_data, saved=False)
+    teacher = {k: v.clone() for k, v in model.cf_model.state_dict().items()}
+    assert bool(model.cf_teacher_ready) and trainer.train_loss_dict
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in trainer.train_loss_dict.values())
+    trainer.fit(train_data, valid_data, saved=False)   # distillation leaves the teacher as trained
+    assert all(torch.equal(v, teacher[k]) for k, v in model.cf_model.state_dict().items())
+    assert trainer.evaluate(test_data, load_best_model=False)["hit@10"] >= 0
+
+
+def test_bert4rec_teacher_user_vector_is_the_one_it_ranks_with(llmsrec_config):
+    from recbole.model.sequential_recommender.bert4rec import BERT4Rec
+
+    from recbole_llmsrec.cf_teacher import checked_teacher, user_representation
+
+    _, model, train_data, *_ = prepare(llmsrec_config)
+    config = Config(model="BERT4Rec", dataset="ml-100k", config_dict=dict(
+        llmsrec_config, hidden_size=16, inner_size=16, n_layers=1, n_heads=1, train_neg_sample_args=None))
+    bert = checked_teacher(BERT4Rec(config, train_data._dataset))
+    batch = user_batch([[5, 9, 2], [7]], model=model)
+    users = user_representation(bert, batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    scores = users @ bert.item_embedding.weight[: bert.n_items].T + bert.output_bias   # its item bias
+    torch.testing.assert_close(scores, bert.full_sort_predict(batch))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("Caser", "cannot be the teacher"), ("Pop", "not a RecBole sequential model"),
+    ("HLLM", "not a RecBole sequential model"), ("GRU4Rek", "Did you mean GRU4Rec")])
+def test_a_model_that_cannot_teach_is_refused_with_the_reason(llmsrec_config, name, message):
+    with pytest.raises(ValueError, match=message):
+        prepare(dict(llmsrec_config, cf_model=name, cf_config={"loss_type": "CE"}))

@@ -20,7 +20,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_llmsrec.cf_teacher import build_teacher
+from recbole_llmsrec.cf_teacher import build_teacher, user_representation
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import (build_item_texts, build_item_titles,
@@ -142,6 +142,11 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     def cf_teacher_ready(self):
         return self.stage_done[0]
 
+    def _users(self, interaction):
+        """The teacher's user vectors of the rows of ``interaction``."""
+        sequences, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        return user_representation(self.cf_model, sequences, lengths)
+
     def _device(self):
         return self.user_proj[0].weight.device
 
@@ -166,7 +171,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
                                        self.negative_generator)[:, 0].to(target.device)
         items = torch.stack([target, negative])                                  # [2, B]
         with torch.no_grad():
-            user = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            user = self._users(interaction)
             item_emb = self.cf_model.item_embedding(items)
         item_latent, item_recon = self.item_autoencoder(item_emb)
         texts = [self.texts[i] for i in items.flatten().tolist()]
@@ -195,8 +200,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
     def stage1_scores(self, interaction):
         """The stage-1 head: ``mean_d(u * decoder(encoder(e_i)))`` for every item, ``[B, n_items]``."""
-        user = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        _, decoded = self.item_autoencoder(self.cf_model.item_embedding.weight)
+        user = self._users(interaction)
+        _, decoded = self.item_autoencoder(self.cf_model.item_embedding.weight[: self.n_items])
         return user @ decoded.T / decoded.shape[-1]
 
     # ----- stage 2: prompts with soft tokens -------------------------------------------------
@@ -246,7 +251,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         device = self._device()
         target = interaction[self.POS_ITEM_ID]
         with torch.no_grad():
-            users = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            users = self._users(interaction)
         negatives = sample_unseen_items(self.history_matrix, interaction[self.USER_ID],
                                         self.num_candidates - 1, self.n_items, self.negative_generator)
         rows, slot_items, answers = [], [], []
@@ -304,7 +309,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
             position_ids=positions.to(device)).last_hidden_state
         states, state_of_node = torch.unique(torch.tensor([node_rows, predictors]), dim=1,
                                              return_inverse=True)
-        states, state_of_node = hidden[states[0].to(device), states[1].to(device)].float(), state_of_node.to(device)
+        states = hidden[states[0].to(device), states[1].to(device)].float()
+        state_of_node = state_of_node.to(device)
         head = self.llm.get_output_embeddings()
         weight, tokens = head.weight.float(), torch.tensor(tokens, device=device)
         bias = None if head.bias is None else head.bias.float()
@@ -314,8 +320,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
                                 for chunk in states.split(self.rank_projection_rows)])
         node_scores = (states[state_of_node] * weight[tokens]).sum(-1) - normaliser[state_of_node]
         node_scores = node_scores if bias is None else node_scores + bias[tokens]
-        path_nodes = torch.nn.utils.rnn.pad_sequence([torch.tensor(p) for p in answer_nodes], batch_first=True,
-                                                     padding_value=-1).to(device)
+        path_nodes = torch.nn.utils.rnn.pad_sequence([torch.tensor(p) for p in answer_nodes],
+                                                     batch_first=True, padding_value=-1).to(device)
         scores = node_scores[path_nodes.clamp(min=0)].masked_fill(path_nodes < 0, 0).sum(1)
         return scores.split([len(c) for c in candidate_lists])
 
@@ -324,7 +330,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     def generate_answer(self, interaction_row, candidates, max_new_tokens):
         """Greedy free-text answer of the LLM for ONE user and its candidates (the paper's protocol)."""
         device = self._device()
-        users = self.cf_model(interaction_row[self.ITEM_SEQ], interaction_row[self.ITEM_SEQ_LEN])
+        users = self._users(interaction_row)
         history = self._history(interaction_row)[0]
         ids = torch.tensor([self._prompt_ids(history, candidates)], device=device)
         output = self.llm.generate(inputs_embeds=self._embed(ids, users, history + candidates),
@@ -337,7 +343,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     def llm_scores(self, interaction, candidate_lists):
         """LLM scores of each row's candidates: in chunks of ``num_candidates`` (one prompt each, in the
         fixed candidate order), ``rank_batch_size`` prompts per forward."""
-        users = self.cf_model(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        users = self._users(interaction)
         histories = self._history(interaction)
         prompts = [(row, ordered[start:start + self.num_candidates])
                    for row, ordered in enumerate(map(self.candidate_order, candidate_lists))
@@ -358,7 +364,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         # so two users with identical sequences in one batch keep their own candidate sets
         first_row, user = rows_by_user(interaction, self.USER_ID, self.ITEM_SEQ, self.ITEM_SEQ_LEN)
         items = interaction[self.ITEM_ID]
-        candidates = [list(dict.fromkeys(items[user == index].tolist())) for index in range(len(first_row))]
+        candidates = [list(dict.fromkeys(items[user == u].tolist())) for u in range(len(first_row))]
         by_user = [dict(zip(c, s.tolist())) for c, s in zip(candidates, self.llm_scores(
             interaction[first_row], candidates))]
         return torch.tensor([by_user[u][item] for u, item in zip(user.tolist(), items.tolist())],

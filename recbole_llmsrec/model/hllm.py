@@ -146,7 +146,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
             identity = (f"{encoder_identity(self.item_llm, config['item_llm_path'])}|[ITEM] {token}"
                         f"|max_text_length {config['max_text_length']}")
             item_of_text = {text: item for item, text in enumerate(self.item_texts, 1)}
-            rows = [[item - 1 for item in batch] for batch in self.token_budget_batches(range(1, len(self.item_texts) + 1))]
+            batches = self.token_budget_batches(range(1, len(self.item_texts) + 1))
+            rows = [[item - 1 for item in batch] for batch in batches]
 
             def cached_table():
                 with self._autocast(self.item_token.device):

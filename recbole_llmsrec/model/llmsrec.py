@@ -21,7 +21,7 @@ from recbole.utils import InputType
 from torch import nn
 from transformers import DynamicCache
 
-from recbole_llmsrec.cf_teacher import build_teacher
+from recbole_llmsrec.cf_teacher import build_teacher, user_representation
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import (build_item_titles, truncate_to_tokens,
@@ -257,7 +257,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         rec_loss = F.cross_entropy(logits, torch.zeros_like(target))
 
         with torch.no_grad():
-            teacher_user = self.cf_model(item_seq, item_seq_len)
+            teacher_user = user_representation(self.cf_model, item_seq, item_seq_len)
         distill = distillation_loss(user, self.pred_user_cf(teacher_user), self.uniformity_weight)
         return rec_loss, self.distill_weight * distill
 
