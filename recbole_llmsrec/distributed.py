@@ -129,7 +129,8 @@ def same_forward_count(batches, filler, config):
     return batches + [filler] * extra, extra
 
 
-EVAL_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
+TARGET_KEY = "rec.target_item"  # each row's target, for eval_item_groups
+EVAL_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label", TARGET_KEY)
 
 
 def gather_eval_rows(struct, total_rows):

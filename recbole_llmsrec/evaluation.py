@@ -10,18 +10,22 @@ the data loaders and the trainer, never inside a model (README "Evaluation proto
   unseeded negatives). N must fit among the user's possible negatives, else a ``ValueError``.
 - ``PerUserSampledEvaluation``: sampled evaluation scores each user once (RecBole calls ``predict`` on
   one row per user and candidate, a full sequence forward each).
+- ``eval_item_groups`` (``EvaluationResults``): every metric also per group of target items by training
+  popularity; ``eval_shuffle_history``: each user's history permuted (seeded) at evaluation only.
 """
 
+import math
 from logging import getLogger
 
 import numpy as np
 import torch
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader
+from recbole.evaluator.collector import DataStruct
 from recbole.utils import EvaluatorType, ModelType
 
 from recbole_llmsrec.data.dataset import interaction_matrix
-from recbole_llmsrec.distributed import per_process_batch
+from recbole_llmsrec.distributed import EVAL_ROW_KEYS, TARGET_KEY, per_process_batch
 from recbole_llmsrec.layers import first_rows
 
 PHASES = ("valid", "test")
@@ -140,13 +144,42 @@ def _check_sample_size(config, phase, split, available, reason):
             "mode: full (with eval_mask_history: True to leave the history out of the ranking).")
 
 
+def item_train_counts(train, sequential):
+    """Each item's number of users with it in their training interactions (``eval_item_groups``)."""
+    matrix = _training_items(train) if sequential else _binary(train.inter_matrix(form="csr"))
+    return np.asarray(matrix.sum(axis=0)).ravel()
+
+
+def shuffle_histories(loader, config):
+    """``eval_shuffle_history``: each row's item list, and every other list field alike, permuted by a
+    generator seeded with (``seed``, user, length), so a user's order is the same in every mode, process
+    and model. Applied after any history masking (which reads the items, not their order)."""
+    collate, uid, length_field = loader.collate_fn, config["USER_ID_FIELD"], config["ITEM_LIST_LENGTH_FIELD"]
+    lists = [f for f in loader._dataset.inter_feat.columns if f.endswith(config["LIST_SUFFIX"])]
+
+    def shuffled(index):
+        interaction, *rest = collate(index)
+        order = torch.arange(interaction[lists[0]].shape[1]).repeat(len(interaction), 1)
+        for row, (user, n) in enumerate(zip(interaction[uid].tolist(), interaction[length_field].tolist())):
+            order[row, :n] = torch.from_numpy(np.random.default_rng([config["seed"], user, n]).permutation(n))
+        for field in lists:
+            interaction[field] = interaction[field][torch.arange(len(interaction)).unsqueeze(1), order]
+        return (interaction, *rest)
+
+    loader.collate_fn = shuffled
+
+
 def data_preparation(config, dataset):
     """RecBole's ``data_preparation`` with the plugin's evaluation protocol applied to the valid and test
-    loaders of sequential models (``eval_mask_history``, ``eval_neg_exclude_history``, sample sizes
-    checked). General models already get RecBole's masking and history-aware negatives."""
+    loaders (``eval_item_groups`` for every model; ``eval_mask_history``, ``eval_neg_exclude_history``,
+    sample sizes checked and ``eval_shuffle_history`` for sequential ones: general models already get
+    RecBole's masking and history-aware negatives)."""
     with per_process_batch(config):
         train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
-    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+    sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+    counts = item_train_counts(train_data._dataset, sequential) if config["eval_item_groups"] else None
+    valid_data.item_train_counts = test_data.item_train_counts = counts
+    if not sequential:
         return train_data, valid_data, test_data
 
     mask, exclude = bool(config["eval_mask_history"]), bool(config["eval_neg_exclude_history"])
@@ -170,9 +203,13 @@ def data_preparation(config, dataset):
                                "items outside the history of its most active user "
                                "(eval_neg_exclude_history: True)")
             loaders[phase] = NegSampleEvalDataLoader(config, split, sampler, shuffle=False)
-    if mask or exclude:
-        getLogger().info(f"Evaluation protocol: eval_mask_history={mask}, "
-                         f"eval_neg_exclude_history={exclude}")
+    for loader in loaders.values():
+        loader.item_train_counts = counts
+        if config["eval_shuffle_history"]:
+            shuffle_histories(loader, config)
+    if mask or exclude or config["eval_shuffle_history"]:
+        getLogger().info(f"Evaluation protocol: eval_mask_history={mask}, eval_neg_exclude_history="
+                         f"{exclude}, eval_shuffle_history={bool(config['eval_shuffle_history'])}")
     return train_data, loaders["valid"], loaders["test"]
 
 
@@ -213,3 +250,56 @@ class PerUserSampledEvaluation:
         scores = torch.full_like(user_scores, -np.inf)
         scores[rows, items] = user_scores[rows, items]
         return interaction, scores, positive_u, positive_i
+
+
+class EvaluationResults:
+    """Trainer mixin: results as plain floats (RecBole's are numpy scalars) and ``eval_item_groups``
+    [t1, ..., tn]: every metric also over the rows whose target item has [0, t1), ..., [tn, inf)
+    training users (cold to warm items; A-LLMRec's paper splits by popularity), keyed
+    ``<metric> items[a,b)`` beside ``rows items[a,b)``, by RecBole's evaluator on those rows. Needs one
+    target per evaluation row (a leave-one-out split)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.item_groups, evaluate = sorted(config["eval_item_groups"] or []), self.evaluator.evaluate
+        self.evaluator.evaluate = lambda struct: {
+            key: value if isinstance(value, int) else float(value)
+            for key, value in self._grouped(struct, evaluate).items()}
+        if not self.item_groups:
+            return
+        collector, collect, struct_of = self.eval_collector, self.eval_collector.eval_batch_collect, \
+            self.eval_collector.get_data_struct
+
+        def collect_with_targets(scores, interaction, positive_u, positive_i):
+            collect(scores, interaction, positive_u, positive_i)
+            if len(positive_u) != len(scores) or len(positive_u.unique()) != len(scores):
+                raise ValueError("eval_item_groups needs one target per evaluation row: a leave-one-out "
+                                 "split (eval_args.split: {LS: valid_and_test}).")
+            collector.data_struct.update_tensor(TARGET_KEY, positive_i[positive_u.argsort()].cpu())
+
+        def struct_without_targets():  # RecBole's get_data_struct clears only its own per-row keys
+            struct = struct_of()
+            collector.data_struct._data_dict.pop(TARGET_KEY, None)
+            return struct
+
+        collector.eval_batch_collect, collector.get_data_struct = collect_with_targets, struct_without_targets
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        self._item_counts = getattr(eval_data, "item_train_counts", None)
+        return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
+    def _grouped(self, struct, evaluate):
+        result = evaluate(struct)
+        if TARGET_KEY not in struct:
+            return result
+        counts = torch.as_tensor(self._item_counts)[struct[TARGET_KEY]]
+        bounds = [0, *self.item_groups, math.inf]
+        for low, high in zip(bounds, bounds[1:]):
+            rows, name = (counts >= low) & (counts < high), f"items[{low},{high})"
+            result[f"rows {name}"] = int(rows.sum())
+            if rows.any():
+                group = DataStruct()
+                for key, value in struct._data_dict.items():
+                    group.set(key, value[rows] if key in EVAL_ROW_KEYS else value)
+                result.update({f"{key} {name}": value for key, value in evaluate(group).items()})
+        return result

@@ -73,8 +73,8 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
 
     logger.info("The running environment of this training is as follows:\n"
                 + get_environment(config).draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    logger.info(set_color("best valid ", "yellow") + f"{shuffled_note(config)}: {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f"{shuffled_note(config)}: {test_result}")
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -96,8 +96,12 @@ def evaluate_checkpoint(trainer, train_data, test_data, path):
     trainer.eval_collector.data_collect(train_data)  # as fit does: coverage/popularity metrics need it
     test_result = trainer.evaluate(test_data, load_best_model=True, model_file=path,
                                    show_progress=config["show_progress"])
-    getLogger().info(set_color("test result", "yellow") + f": {test_result}")
+    getLogger().info(set_color("test result", "yellow") + f"{shuffled_note(config)}: {test_result}")
     return test_result
+
+
+def shuffled_note(config):
+    return " (history shuffled at evaluation: eval_shuffle_history)" if config["eval_shuffle_history"] else ""
 
 
 def build_parser():

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from recbole_llmsrec.cf_teacher import check_same_data, pretrain_teacher
 from recbole_llmsrec.compat import atomic_torch_save, load_checkpoint, unique_checkpoint_path
 from recbole_llmsrec.distributed import DistributedTrainer, accumulation_steps, run_once
-from recbole_llmsrec.evaluation import PerUserSampledEvaluation
+from recbole_llmsrec.evaluation import EvaluationResults, PerUserSampledEvaluation
 
 
 def adam_betas(config):
@@ -146,7 +146,8 @@ def extend_trainer(trainer_class):
     if not issubclass(trainer_class, RecBoleTrainer) or issubclass(trainer_class, ValidationSchedule):
         return trainer_class
     # DistributedTrainer first: its __init__ shares rank 0's checkpoint name, chosen by the next one
-    mixins = (DistributedTrainer, CollisionFreeCheckpointName, PerUserSampledEvaluation, ValidationSchedule)
+    mixins = (DistributedTrainer, CollisionFreeCheckpointName, PerUserSampledEvaluation, EvaluationResults,
+              ValidationSchedule)
     return type(trainer_class.__name__, (*mixins, trainer_class),
                 {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__})
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.trainer import Trainer as RecBoleTrainer
-from recbole.utils import init_seed
+from recbole.utils import InputType, init_seed
 
 from recbole_llmsrec import Config, get_model, get_trainer
 from recbole_llmsrec.config import PROPERTIES_DIR
@@ -289,3 +290,70 @@ def test_teacher_config_keeps_the_runs_data_and_split(tmp_path):
         teacher({"MAX_ITEM_LIST_LENGTH": 5})
     with pytest.raises(ValueError, match=r"cf_config.*eval_args.*split"):
         teacher({"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}}})
+
+
+def test_item_groups_split_test_rows_by_training_popularity(trained_sasrec):
+    model, build = trained_sasrec
+    config, _, _, train_data, _, test_data = build(eval_item_groups=[20, 60], metrics=["Recall", "NDCG"],
+                                                   topk=[10])
+    result = evaluate(get_trainer(config["MODEL_TYPE"], "SASRec")(config, model), config, test_data)
+    # popularity recounted here: the users with the item among their training rows (targets and lists)
+    train, test = train_data._dataset.inter_feat, test_data._dataset.inter_feat
+    users_of = {}
+    for user, target, items in zip(train["user_id"].tolist(), train["item_id"].tolist(),
+                                   train["item_id_list"].tolist()):
+        for item in (target, *items):
+            users_of.setdefault(item, set()).add(user)
+    popularity = [len(users_of.get(item, ())) for item in test["item_id"].tolist()]
+    groups = {"items[0,20)": (0, 20), "items[20,60)": (20, 60), "items[60,inf)": (60, float("inf"))}
+    for name, (low, high) in groups.items():
+        assert result[f"rows {name}"] == sum(low <= p < high for p in popularity) > 0
+    assert sum(result[f"rows {name}"] for name in groups) == len(test)
+    weighted = sum(result[f"rows {name}"] * result[f"recall@10 {name}"] for name in groups) / len(test)
+    assert weighted == pytest.approx(result["recall@10"], abs=2e-4)   # RecBole rounds to 4 decimals
+    assert type(result["recall@10"]) is float and type(result["ndcg@10 items[0,20)"]) is float
+
+
+class OrderBlind(SequentialRecommender):
+    """Scores items against the SUM of the history's embeddings: blind to the history's order (float64,
+    so that summing in another order changes no score)."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding = torch.nn.Embedding(self.n_items, 8, dtype=torch.float64)
+
+    def calculate_loss(self, interaction):
+        return self.full_sort_predict(interaction).logsumexp(-1).mean()
+
+    def full_sort_predict(self, interaction):
+        return (self.embedding(interaction[self.ITEM_SEQ]).sum(1) @ self.embedding.weight.T).float()
+
+    def predict(self, interaction):
+        user = self.embedding(interaction[self.ITEM_SEQ]).sum(1)
+        return (user * self.embedding(interaction[self.ITEM_ID])).sum(-1).float()
+
+
+def test_shuffled_history_changes_sasrec_but_not_an_order_blind_scorer(trained_sasrec, small_sasrec_config):
+    model, build = trained_sasrec
+    results, batches = {}, {}
+    for shuffle in (False, True):
+        config, _, _, _, _, test_data = build(eval_shuffle_history=shuffle)
+        batches[shuffle] = next(iter(test_data))[0]
+        results[shuffle] = evaluate(get_trainer(config["MODEL_TYPE"], "SASRec")(config, model), config,
+                                    test_data)
+    plain, shuffled = batches[False]["item_id_list"], batches[True]["item_id_list"]
+    assert torch.equal(plain.sort(1).values, shuffled.sort(1).values) and not torch.equal(plain, shuffled)
+    assert results[True] != results[False]
+
+    blind = {}
+    for shuffle in (False, True):
+        config = Config(model=OrderBlind, dataset="ml-100k", config_dict=dict(
+            small_sasrec_config, eval_shuffle_history=shuffle,
+            eval_args=split_mode({"valid": "uni99", "test": "full"})))
+        init_seed(config["seed"], config["reproducibility"])
+        train_data, _, test_data = data_preparation(config, create_dataset(config))
+        trainer = get_trainer(config["MODEL_TYPE"], "OrderBlind")(config, OrderBlind(config, train_data._dataset))
+        blind[shuffle] = evaluate(trainer, config, test_data)
+    assert blind[True] == blind[False]
