@@ -10,6 +10,7 @@ model is built from ``seed`` on every rank, which then reseeds ``seed + rank`` (
 
 import argparse
 import logging
+import os
 import sys
 from logging import getLogger
 
@@ -24,7 +25,7 @@ from recbole_llmsrec.config import Config
 from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.distributed import is_distributed, rank
 from recbole_llmsrec.evaluation import data_preparation
-from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
+from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model, plugin_model_names
 
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
@@ -106,9 +107,8 @@ def shuffled_note(config):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Run a RecBole or recbole-llmsrec model. Any other --key=value overrides that "
-        "config key, as in RecBole.",
-    )
+        description=f"Run a RecBole or recbole-llmsrec model ({', '.join(plugin_model_names())}, or any "
+        "RecBole model). Any other --key=value overrides that config key, as in RecBole.")
     parser.add_argument("--model", "-m", default="SASRec", help="model name (default: SASRec)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--config_files", default=None,
@@ -125,15 +125,19 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args, overrides = build_parser().parse_known_args(argv)
+def parse_with_overrides(parser, argv):
+    """``parser``'s flags; every other argument must be a --key=value config override, left in
+    ``sys.argv`` alone, where RecBole's ``Config`` reads them."""
+    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
     malformed = [arg for arg in overrides if not (arg.startswith("--") and "=" in arg)]
     if malformed:
-        build_parser().error(f"unrecognised arguments {malformed}: overrides are written --key=value")
-    # RecBole's Config reads --key=value pairs from sys.argv itself; leave it only the overrides
+        parser.error(f"unrecognised arguments {malformed}: overrides are written --key=value")
     sys.argv = [sys.argv[0]] + overrides
-    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    return args, args.config_files.strip().split(" ") if args.config_files else None
+
+
+def main(argv=None):
+    args, config_file_list = parse_with_overrides(build_parser(), argv)
     kwargs = dict(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
                   checkpoint=args.checkpoint, evaluate=args.evaluate)
     if args.nproc == 1 and args.world_size <= 0:
@@ -155,6 +159,47 @@ def spawned_run(local_rank, kwargs):
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+
+
+def run_recbole_group(model_list, dataset, config_file_list=None, config_dict=None,
+                      valid_latex="./latex/valid.tex", test_latex="./latex/test.tex"):
+    """RecBole's ``run_recbole_group.py``: each model of ``model_list`` trained and tested on ``dataset``
+    with the same configuration (so the same split and protocol), then RecBole's LaTeX tables of the best
+    validation and the test results (``recbole.utils.list_to_latex``, the best value of each metric in
+    bold) written to ``valid_latex`` and ``test_latex``. Returns the test results as a Markdown table."""
+    from recbole.utils import list_to_latex
+
+    tables = {valid_latex: [], test_latex: []}
+    for model in model_list:
+        result = run_recbole(model, dataset, config_file_list, config_dict)
+        tables[valid_latex].append({"Model": model, **result["best_valid_result"]})
+        tables[test_latex].append({"Model": model, **result["test_result"]})
+    for path, rows in tables.items():
+        _, tex = list_to_latex(rows, bigger_flag=result["valid_score_bigger"],
+                               subset_columns=list(rows[0])[1:])
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(tex)
+    rows = tables[test_latex]
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()] for row in rows]
+    lines = [list(rows[0]), ["---"] * len(rows[0]), *cells]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def group_main(argv=None):
+    parser = argparse.ArgumentParser(description="RecBole's run_recbole_group.py with this plugin's "
+                                     f"models ({', '.join(plugin_model_names())}): all on the same split.")
+    parser.add_argument("--model_list", "-m", default="SASRec", help="comma-separated model names")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files, later ones win")
+    parser.add_argument("--valid_latex", default="./latex/valid.tex", help="LaTeX table of validation")
+    parser.add_argument("--test_latex", default="./latex/test.tex", help="LaTeX table of test results")
+    args, config_file_list = parse_with_overrides(parser, argv)
+    table = run_recbole_group(args.model_list.strip().split(","), args.dataset, config_file_list,
+                              valid_latex=args.valid_latex, test_latex=args.test_latex)
+    print(f"\nTest results ({args.dataset}; LaTeX in {args.valid_latex}, {args.test_latex}):\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ def _recbole_class_name(module, package):
 def get_model(model_name):
     """Return the model class named ``model_name`` from this plugin, else from RecBole; an unknown
     name is a ``ValueError`` listing the plugin's models and the closest names."""
-    plugin_models = importlib.import_module(PLUGIN_MODEL_MODULE)
-    if model_name in plugin_model_names():
-        return getattr(plugin_models, model_name)
+    found = getattr(importlib.import_module(PLUGIN_MODEL_MODULE), str(model_name), None)
+    if isinstance(found, type):
+        return found
     modules = recbole_model_modules()
     module = str(model_name).lower()
     if module in modules:

@@ -29,3 +29,27 @@ def test_malformed_override_is_rejected_with_the_expected_form(capsys):
     with pytest.raises(SystemExit):
         main(["--model=SASRec", "--epochs", "3"])
     assert "overrides are written --key=value" in capsys.readouterr().err
+
+
+def test_group_run_writes_both_latex_tables_for_sasrec_and_a_plugin_model(small_sasrec_config, tmp_path,
+                                                                           capsys):
+    import yaml
+
+    from recbole_llmsrec.quick_start import group_main
+    from recbole_llmsrec.tiny_llm import build_tiny_llm
+
+    llm = build_tiny_llm(str(tmp_path / "tiny-llama"), hidden_size=32)
+    settings = dict(small_sasrec_config, epochs=1, item_llm_path=llm, user_llm_path=llm,
+                    max_text_length=16, num_negatives=16, item_llm_gradient_checkpointing=False,
+                    user_llm_gradient_checkpointing=False, metrics=["Recall", "NDCG"], topk=[10],
+                    valid_metric="NDCG@10")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
+    group_main(["--model_list=SASRec,HLLM", "-d", "ml-100k", f"--config_files={tmp_path / 'run.yaml'}",
+                f"--valid_latex={tmp_path / 'tables/valid.tex'}",
+                f"--test_latex={tmp_path / 'tables/test.tex'}"])
+    printed = capsys.readouterr().out
+    assert "| Model | recall@10 | ndcg@10 |" in printed
+    assert "| SASRec | 0." in printed and "| HLLM | 0." in printed
+    for table in ("valid", "test"):
+        tex = (tmp_path / "tables" / f"{table}.tex").read_text()
+        assert "SASRec" in tex and "HLLM" in tex and "recall@10" in tex and "\\bfseries" in tex
