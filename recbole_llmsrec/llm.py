@@ -5,7 +5,9 @@ reads one LLM slot's keys (``llm_*``; HLLM's ``item_llm_*``, ``user_llm_*``): ``
 head; ``kind="base"`` is the bare transformer, for models that never need vocabulary logits.
 """
 
+import logging
 import os
+import re
 
 import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer,
@@ -17,6 +19,23 @@ KINDS = {"causal_lm": AutoModelForCausalLM, "base": AutoModel}
 
 class LLMLoadError(ValueError):
     """A model path that cannot be loaded; the message names the config key and the fix."""
+
+
+class ExpectedHeadReportFilter(logging.Filter):
+    """Drops transformers' load report when all it lists is the checkpoint's LM head left UNEXPECTED:
+    ``kind="base"`` loads the bare transformer of a causal LM on purpose. Any other row (a MISSING,
+    randomly initialised weight) keeps the whole report."""
+
+    def filter(self, record):
+        message = re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage())
+        if "LOAD REPORT" not in message:
+            return True
+        rows = [[cell.strip() for cell in line.split("|")] for line in message.splitlines()
+                if "|" in line and not line.startswith("Key")]
+        return not rows or not all(r[0].startswith("lm_head.") and r[1] == "UNEXPECTED" for r in rows)
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(ExpectedHeadReportFilter())
 
 
 def resolve_dtype(name, key="llm_dtype"):

@@ -204,6 +204,12 @@ def test_frozen_item_llm_table_is_the_eval_mode_one_after_model_train(hllm_confi
     torch.testing.assert_close(in_training, in_eval, rtol=0, atol=1e-6)
 
 
+def test_logged_parameter_count_is_an_integer(hllm_config):
+    _, model, *_ = prepare(hllm_config)   # a 0-d parameter made RecBole's np.prod sum print a float
+    count = str(model).rsplit(": ", 1)[-1]
+    assert count.isdigit() and int(count) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def test_checkpoint_with_the_old_scalar_temperature_still_loads(hllm_config):
     _, model, *_ = prepare(hllm_config)
     state = model.state_dict()

@@ -88,3 +88,22 @@ def test_frozen_load_zeroes_every_dropout_so_train_mode_forwards_agree(tmp_path)
     frozen.eval()
     with torch.no_grad():
         assert torch.equal(frozen(input_ids=ids).logits, first)   # the same function in either mode
+
+
+def test_load_report_is_silent_for_the_dropped_lm_head_only(tiny_llama_dir, tmp_path, monkeypatch):
+    import logging
+
+    reports = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addHandler(handler)
+    try:
+        load_llm(tiny_llama_dir, kind="base", dtype="float32")   # the causal LM's head, left out on purpose
+        assert not [r for r in reports if "LOAD REPORT" in r]
+        base_only = str(tmp_path / "base-only")
+        LlamaModel.from_pretrained(tiny_llama_dir).save_pretrained(base_only)
+        load_llm(base_only, kind="causal_lm", dtype="float32", with_tokenizer=False)   # a head it lacks
+        assert [r for r in reports if "LOAD REPORT" in r and "MISSING" in r]
+    finally:
+        logger.removeHandler(handler)
