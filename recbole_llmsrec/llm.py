@@ -173,8 +173,11 @@ def enable_gradient_checkpointing(model):
     """HF gradient checkpointing whose recomputation in backward runs on the same attention kernels as
     the forward (``attention_kernels``); otherwise the recomputed layer saves other tensors and torch
     refuses the backward."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
-        "use_reentrant": False, "context_fn": lambda: (attention_kernels(), attention_kernels())})
+    options = {"use_reentrant": False, "context_fn": lambda: (attention_kernels(), attention_kernels())}
+    if hasattr(model, "activation_checkpointing_enable"):   # transformers >= 5.2's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def uses_gradient_checkpointing(model):

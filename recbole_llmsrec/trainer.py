@@ -8,6 +8,7 @@ once per user (``evaluation.PerUserSampledEvaluation``) and offers LLM-SRec's op
 import functools
 import math
 import os
+import warnings
 
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
@@ -244,8 +245,10 @@ class HLLMTrainer(Trainer):
         scheduler = get_cosine_schedule_with_warmup(
             self.optimizer, int(self.config["warmup_ratio"] * total), total)
         # RecBole's start_epoch counts parts of epochs when validations_per_epoch cuts them
-        for _ in range(optimizer_steps_before(self.start_epoch, len(train_data), parts, accumulation)):
-            scheduler.step()
+        with warnings.catch_warnings():  # fast-forwarding a resumed schedule steps it before the optimizer
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            for _ in range(optimizer_steps_before(self.start_epoch, len(train_data), parts, accumulation)):
+                scheduler.step()
         self.scheduler = scheduler
         hook = self.optimizer.register_step_post_hook(lambda *_: scheduler.step())
         try:

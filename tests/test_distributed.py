@@ -40,7 +40,7 @@ def logged_result(log_dir, label="test result"):
     logs = glob.glob(os.path.join(log_dir, "*.log"))
     assert len(logs) == 1, f"one log file expected (rank 0's), found {logs}"
     line = [line for line in open(logs[0]) if label in line][-1]
-    return {key: float(value) for key, value in re.findall(r"\('([^']+)', (?:np\.float64\()?([-0-9.e]+)", line)}
+    return {key: float(value) for key, value in re.findall(r"'([^']+)': ([-0-9.e]+)", line)}
 
 
 @pytest.fixture(scope="module")

@@ -215,7 +215,7 @@ def test_checkpoint_with_the_old_scalar_temperature_still_loads(hllm_config):
     state = model.state_dict()
     state["logit_scale"] = torch.tensor(1.5)  # saved before logit_scale had shape [1] (for FSDP)
     model.load_state_dict(state)
-    assert model.logit_scale.shape == (1,) and float(model.logit_scale) == 1.5
+    assert model.logit_scale.shape == (1,) and float(model.logit_scale.detach()) == 1.5
 
 
 def test_packed_item_texts_equal_the_padded_batches(hllm_config):
