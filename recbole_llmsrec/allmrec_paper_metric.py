@@ -2,10 +2,9 @@
 
     python -m recbole_llmsrec.allmrec_paper_metric saved/ALLMRec-<time>.pth [--max-users 10000]
 
-Per test user (seeded sample beyond ``--max-users``): the last 10 items and 20 candidates (the test item
-and 19 seeded items never interacted with); the greedy answer until EOS, the text between its first pair
-of double quotes, normalised and matched EXACTLY to a candidate title (the original matched substrings,
-so "Up" hit any answer containing "up"). Prints Hit@1, unmatched answers and targets with twin titles.
+Per test user (seeded sample beyond ``--max-users``): the last 10 items, 20 candidates (the test item and
+19 seeded unseen items); the greedy answer's first double-quoted text, normalised, must EXACTLY match a
+candidate title (the original matched substrings: "Up" hit any answer containing "up").
 """
 
 import argparse

@@ -1,9 +1,8 @@
-"""Stage 0 of LLM-SRec and A-LLMRec: a RecBole sequential model (``cf_model``, the papers' SASRec by
-default) as the frozen collaborative-filtering teacher, loaded from a RecBole checkpoint of the same data
-(``cf_checkpoint``) or pre-trained here through RecBole's ``Trainer`` with ``cf_config`` over the run's
-config (data, split and ``MAX_ITEM_LIST_LENGTH`` must stay the run's). A-LLMRec's claim that it works
-with any CF-RecSys needs only an item embedding table and a user vector scored against it (the state a
-RecBole model's ``full_sort_predict`` uses). Always frozen and in eval mode: the originals left dropout on.
+"""Stage 0 of LLM-SRec and A-LLMRec: a RecBole sequential model (``cf_model``, default the papers' SASRec)
+as the frozen CF teacher, loaded from ``cf_checkpoint`` or pre-trained with ``cf_config`` over the run's
+config (same data, split and ``MAX_ITEM_LIST_LENGTH``). Any model with an item embedding table and a user
+vector scored against it (A-LLMRec's "any CF-RecSys") qualifies. Always in eval mode: the originals left
+dropout on.
 """
 
 from logging import getLogger
@@ -55,8 +54,7 @@ def user_representation(teacher, item_seq, item_seq_len):
 
 @torch.no_grad()
 def checked_teacher(teacher):
-    """``teacher`` (frozen) if it has what LLM-SRec and A-LLMRec read: ``item_embedding`` and a
-    ``[B, item_embedding dim]`` user vector from a sequence; else a ``ValueError`` naming what is missing."""
+    """``teacher`` (frozen) if it has ``item_embedding`` and a user vector of its width, else a ValueError."""
     name, embedding = type(teacher).__name__, getattr(teacher, "item_embedding", None)
     problem = None if isinstance(embedding, nn.Embedding) else "no item_embedding table"
     try:
@@ -75,12 +73,8 @@ def checked_teacher(teacher):
 
 
 def teacher_config(config):
-    """The run's config for ``cf_model`` with ``cf_config`` applied over it (``config.derived_config``).
-
-    A partial ``cf_config.eval_args`` (e.g. ``{mode: full}`` for a full-sort teacher validation)
-    completes the run's; ``cf_config`` may change how the teacher trains and is validated, never its
-    data, split or sequence length (refused here, before any training).
-    """
+    """The run's config for ``cf_model`` with ``cf_config`` over it (``derived_config``); a partial
+    ``cf_config.eval_args`` completes the run's. Data, split or sequence length changes are refused."""
     overrides = dict(config["cf_config"] or {})
     if isinstance(overrides.get("eval_args"), dict):
         overrides["eval_args"] = {**config["eval_args"], **overrides["eval_args"]}
@@ -132,12 +126,8 @@ def check_same_data(config, dataset, saved_config, n_items, path, key="cf_checkp
 
 
 def pretrain_teacher(config, show_progress=False):
-    """Pre-train ``cf_model`` through RecBole's Trainer on the run's data; returns the best checkpoint.
-
-    The teacher gets RecBole's standard SequentialDataset (every prefix a training sample) for the same
-    leave-one-out split, so it sees only training interactions; it is validated under the run's
-    evaluation protocol (``cf_config`` may override it) by the trainer any run of that model gets.
-    """
+    """Pre-train ``cf_model`` with RecBole's Trainer and SequentialDataset (every prefix a sample) on the
+    run's split and protocol (training interactions only); returns the best checkpoint's path."""
     logger = getLogger()
     cf_config = as_single_process(teacher_config(config))  # in a distributed job: rank 0 alone
     name = cf_config["model"]

@@ -1,12 +1,8 @@
-"""Fixes that let RecBole 1.2.1 run on today's numpy, torch and pandas, applied once, in memory, when
-``recbole_llmsrec`` is imported (nothing in site-packages is edited; each is idempotent). The README's
-"RecBole 1.2.1 on today's stack" table says why each is needed: 1 numpy 2 aliases; 2 weights-only
-checkpoints (torch's pickle protocol, ``Config`` pickling the model class as its import path, safe
-globals: reading one never runs code); 3 no ``recbole.quick_start`` (ray); 4 ``sine.py``'s global anomaly
-mode switched off; 5 pandas<3 and RecBole-only warning filters; 6 no ``pickle.load`` of dataset or
-dataloader caches found in ``checkpoint_dir`` (their save options refused); 7 distributed set-up, saving
-on rank 0 and ``ensure_dir`` with ``exist_ok``; 8 ``Collector.get_data_struct`` moves only tensors.
-"""
+"""Fixes for RecBole 1.2.1 on today's numpy, torch and pandas, applied in memory once on import (README
+"RecBole 1.2.1 on today's stack" says why): 1 numpy 2 aliases; 2 weights-only checkpoints (``Config``
+pickles its model class as an import path: reading one never runs code); 3 no ``recbole.quick_start`` (ray);
+4 ``sine.py``'s global anomaly mode off; 5 pandas<3, RecBole-only warning filters; 6 no unpickled caches;
+7 distributed set-up, rank-0 saving, ensure_dir's exist_ok; 8 ``get_data_struct`` moves only tensors."""
 
 import importlib
 import os
@@ -33,9 +29,8 @@ def _config_getstate(self):
         state["final_config_dict"] = {**self.final_config_dict, "single_spec": True, "world_size": 1}
     state.pop("yaml_loader", None)
     model_class = state.pop("model_class", None)
-    state["model_class_path"] = (
-        None if model_class is None else f"{model_class.__module__}:{model_class.__qualname__}"
-    )
+    state["model_class_path"] = (None if model_class is None
+                                 else f"{model_class.__module__}:{model_class.__qualname__}")
     return state
 
 
@@ -58,8 +53,7 @@ def _config_setstate(self, state):
 
 
 def atomic_write(path, write):
-    """``write(temporary_path)`` in the same folder, then an atomic rename onto ``path``: readers see the
-    old file or the new one, and a crash or a full disk never leaves a half-written file behind."""
+    """``write(temporary_path)`` in the same folder, then an atomic rename: never a half-written ``path``."""
     partial = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         write(partial)
@@ -70,7 +64,6 @@ def atomic_write(path, write):
 
 
 def atomic_torch_save(obj, path):
-    """``torch.save`` through ``atomic_write``."""
     atomic_write(path, lambda partial: torch.save(obj, partial))
 
 
@@ -92,15 +85,9 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
     state_dict, optimizer_state = distributed.full_training_state(self.model, self.optimizer)
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
     if distributed.rank() == 0:
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": float(self.best_valid_score),
-            "state_dict": state_dict,
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": optimizer_state,
-        }
+        state = {"config": self.config, "epoch": epoch, "cur_step": self.cur_step,
+                 "best_valid_score": float(self.best_valid_score), "state_dict": state_dict,
+                 "other_parameter": self.model.other_parameter(), "optimizer": optimizer_state}
         atomic_torch_save(state, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
@@ -118,8 +105,7 @@ def _get_data_struct_with_counts(self, recbole_get_data_struct):
 
 
 def _trainer_init_without_ddp(self, config, model):
-    """RecBole's ``AbstractTrainer.__init__`` without its DDP wrapping (``distributed.train_epoch``
-    wraps the trainable part when training starts)."""
+    """RecBole's ``AbstractTrainer.__init__`` minus DDP (``distributed.train_epoch`` wraps what trains)."""
     self.config, self.model = config, model
 
 
@@ -130,24 +116,13 @@ def checkpoint_safe_globals():
 
     from recbole_llmsrec.config import Config as PluginConfig
 
-    return [
-        RecBoleConfig,
-        PluginConfig,
-        enum_type.ModelType,
-        enum_type.InputType,
-        enum_type.EvaluatorType,
-        enum_type.FeatureType,
-        enum_type.FeatureSource,
-    ]
+    return [RecBoleConfig, PluginConfig, enum_type.ModelType, enum_type.InputType, enum_type.EvaluatorType,
+            enum_type.FeatureType, enum_type.FeatureSource]
 
 
 def load_checkpoint(path, map_location="cpu", allow_unsafe=False):
-    """Load a RecBole checkpoint with ``weights_only=True``.
-
-    A checkpoint written by RecBole without this plugin (pickle protocol 4) cannot be read that way;
-    torch's error is re-raised with the fix, unless ``allow_unsafe`` (the user's explicit statement that
-    the file is trusted) asks for a full unpickle.
-    """
+    """A RecBole checkpoint loaded with ``weights_only=True``; one RecBole wrote without the plugin (pickle
+    protocol 4) fails with the fix in the error, or with ``allow_unsafe`` (a trusted file) fully unpickles."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except FileNotFoundError:
@@ -158,8 +133,7 @@ def load_checkpoint(path, map_location="cpu", allow_unsafe=False):
         raise ValueError(
             f"checkpoint {path} cannot be loaded safely (weights_only=True): {str(err).splitlines()[0]}. "
             "It was probably written by RecBole without recbole_llmsrec. Re-run the training with the "
-            "plugin installed, or, if you trust the file, pass allow_unsafe=True."
-        ) from err
+            "plugin installed, or, if you trust the file, pass allow_unsafe=True.") from err
 
 
 PICKLE_CACHE_KEYS = ("save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path")
@@ -182,8 +156,7 @@ def _warn_unread(path):
 
 
 def create_dataset_without_pickle(config):
-    """RecBole's ``create_dataset`` without its pickle cache: the dataset class it would pick, built
-    from the atomic files."""
+    """RecBole's ``create_dataset`` without its pickle cache: the same class, built from the atomic files."""
     from recbole.data.utils import ModelType
 
     refuse_pickle_caches(config)
@@ -237,15 +210,7 @@ def apply():
     recbole.data.utils.load_split_dataloaders = load_split_dataloaders_never
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
 
-    warnings.filterwarnings(
-        "ignore", message="A value is trying to be set on a copy", category=FutureWarning,
-        module=r"recbole\.",
-    )
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.cuda\.amp\.", category=FutureWarning, module=r"recbole\.",
-    )
-    warnings.filterwarnings(
-        "ignore", message=r"using <built-in function len> in Series\.agg", category=FutureWarning,
-        module=r"recbole\.",
-    )
+    for message in ("A value is trying to be set on a copy", r"`torch\.cuda\.amp\.",
+                    r"using <built-in function len> in Series\.agg"):
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning, module=r"recbole\.")
     _APPLIED = True

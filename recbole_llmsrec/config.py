@@ -1,9 +1,7 @@
 """RecBole ``Config`` that knows this plugin's models (the RecBole-GNN pattern).
 
-Precedence, lowest to highest, is RecBole's own with the plugin's files slotted in beneath the user:
-RecBole's internal defaults (overall, model, dataset, quick-start) < the plugin's shared defaults
-(``properties/overall.yaml``, plugin models only) < the plugin model's ``properties/model/<Model>.yaml``
-< the plugin's ``properties/dataset/<dataset>.yaml`` (item text columns of known datasets)
+Precedence, lowest first: RecBole's internal defaults < (plugin models only) the plugin's
+``properties/overall.yaml`` < ``properties/model/<Model>.yaml`` < ``properties/dataset/<dataset>.yaml``
 < the user's config files < config dict < command line.
 """
 
@@ -15,10 +13,7 @@ from recbole_llmsrec import distributed
 from recbole_llmsrec.utils import get_model, is_plugin_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
-
-
-# Dict-valued plugin settings whose YAML defaults a user's partial dict completes instead of replacing
-# (``cf_config: {epochs: 5}`` keeps the teacher's other defaults).
+# Dict settings whose YAML defaults a partial user dict completes (``cf_config: {epochs: 5}`` keeps the rest)
 MERGED_DICT_KEYS = ("cf_config",)
 
 
@@ -40,8 +35,7 @@ class Config(RecBoleConfig):
         return super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
-        if isinstance(model, str):
-            # resolve the name here so RecBole's lookup (which knows only its own models) never runs
+        if isinstance(model, str):  # resolved here: RecBole's lookup knows only its own models
             model = get_model(model)
         elif model is None and isinstance(self.external_config_dict.get("model"), str):
             model = get_model(self.external_config_dict["model"])
@@ -70,14 +64,10 @@ def require_at_least(config, key, minimum):
 
 
 def derived_config(parent, model, overrides):
-    """A ``Config`` for ``model`` on the same run as ``parent`` (e.g. the SASRec teacher of an LLMSRec run).
-
-    Layers, lowest first: RecBole's defaults for ``model``, the plugin YAML values of ``parent``, the
-    parent's config files, dict and command line as they were parsed, then ``overrides``. It is built
-    and processed by RecBole like any config, so an override of ``eval_args``, ``metrics`` or ``topk``
-    is completed and checked as RecBole does (copying a finished config and updating keys skipped that
-    and crashed on ``eval_args``). ``sys.argv`` is not read again.
-    """
+    """A ``Config`` for ``model`` on ``parent``'s run (e.g. an LLMSRec run's SASRec teacher): RecBole's
+    defaults for ``model`` < ``parent``'s plugin YAML values, files, dict and command line < ``overrides``;
+    built by RecBole like any config, so overrides are completed and checked (copying a finished config
+    crashed on ``eval_args``). ``sys.argv`` is not read again."""
 
     class _Derived(Config):
         def _load_config_files(self, file_list):

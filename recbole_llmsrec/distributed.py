@@ -1,9 +1,6 @@
 """torch.distributed for every model run through the plugin, RecBole's and ours (README "Multi-GPU and
-multi-node"; the rule everywhere is RecBole's ``single_spec``): joining the group (``join_process_group``),
-training (``train_epoch``: DDP over trainable parameters or FSDP2, accumulation, per-process batches),
-evaluation (``gather_eval_rows``, ``sharded_rows``), once-per-job work (``run_once``) and one-process
-checkpoints (``full_training_state``).
-"""
+multi-node"; RecBole's ``single_spec`` decides): process group, DDP/FSDP2 training with accumulation,
+evaluation over every rank's rows, once-per-job work and one-process checkpoints."""
 
 import contextlib
 import math
@@ -18,6 +15,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.nn.parallel import DistributedDataParallel
+
+from recbole_llmsrec.compat import load_checkpoint
 
 STRATEGIES = ("ddp", "fsdp")
 TRAINERS_WITH_OWN_LOOP = ("NCLTrainer",)  # RecBole's: its _train_epoch drives RecBole's own DDP
@@ -79,8 +78,7 @@ def from_rank0(config, obj):
 
 @contextlib.contextmanager
 def per_process_batch(config):
-    """While RecBole builds the loaders: ``train_batch_size`` per process (RecBole's loader divides the
-    batch by the world size; with this the division gives back ``train_batch_size``)."""
+    """``train_batch_size`` x world size while RecBole's loaders, which divide it by that, are built."""
     batch = config["train_batch_size"]
     if is_distributed(config):
         config["train_batch_size"] = batch * config["world_size"]
@@ -91,8 +89,7 @@ def per_process_batch(config):
 
 
 def run_once(config, work):
-    """``work()`` on rank 0 only; every rank gets its (small, picklable) result. The other ranks wait
-    up to ``distributed_timeout_minutes``."""
+    """``work()`` on rank 0 only; every rank gets its small result (waits ``distributed_timeout_minutes``)."""
     if not is_distributed(config):
         return work()
     return from_rank0(config, work() if rank() == 0 else None)
@@ -105,9 +102,8 @@ def _all_gather(tensor):
 
 
 def sharded_rows(compute, items, config):
-    """``compute(items)`` with the rows split across ranks: each rank computes a disjoint, equal-sized
-    slice (the last padded with its last item, so every rank runs the same forwards) and the slices
-    are all-gathered. One process: ``compute(items)``."""
+    """``compute(items)`` over equal, disjoint slices per rank (the last padded with the last item, so
+    every rank runs the same forwards), all-gathered."""
     if not is_distributed(config):
         return compute(items)
     world = dist.get_world_size()
@@ -134,11 +130,9 @@ EVAL_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.lab
 
 
 def gather_eval_rows(struct, total_rows):
-    """The per-row tensors of RecBole's evaluation ``DataStruct`` of every rank, in single-process order.
-
-    RecBole's ``DistributedSampler`` (no shuffle) gives rank r rows r, r + W, r + 2W, ... of the list
-    padded to a multiple of W by repeating its start; each such row is one row here. Interleaving the
-    ranks' rows and cutting at ``total_rows`` gives exactly the rows of one process."""
+    """Every rank's per-row tensors of RecBole's evaluation ``DataStruct``, in single-process order:
+    RecBole's ``DistributedSampler`` (no shuffle) gives rank r rows r, r + W, ... of the list padded to a
+    multiple of W with its start, so interleaving the ranks and cutting at ``total_rows`` restores it."""
     world = dist.get_world_size()
     per_rank = math.ceil(total_rows / world)
     device = "cuda" if dist.get_backend() == "nccl" else "cpu"
@@ -152,7 +146,6 @@ def gather_eval_rows(struct, total_rows):
     return struct
 
 
-# ----- training ---------------------------------------------------------------------------------
 class LossForward(nn.Module):
     """``model.calculate_loss`` (or another loss function of it) as a ``forward``, for DDP's hooks."""
 
@@ -165,10 +158,9 @@ class LossForward(nn.Module):
 
 
 def wrap_ddp(model, config):
-    """DDP over the trainable parameters of ``model``; frozen parameters are ignored (never broadcast,
-    never bucketed). The plugin's models use every trained parameter in every step and hold only
-    constant buffers (ignored too). RecBole's models are wrapped as RecBole did: buffers broadcast from
-    rank 0, BatchNorm synchronised on GPU, and parameters a step leaves unused allowed (KTUP, KGAT)."""
+    """DDP over the trainable parameters (frozen ones never broadcast or bucketed). Plugin models use every
+    trained parameter each step and hold only constant buffers (ignored too); RecBole's are wrapped as it
+    did: buffers broadcast from rank 0, SyncBatchNorm on GPU, unused parameters allowed (KTUP, KGAT)."""
     from recbole_llmsrec.utils import is_plugin_model
 
     plugin = is_plugin_model(type(model))
@@ -184,9 +176,8 @@ def wrap_ddp(model, config):
 
 
 def shard_fsdp(model, config):
-    """FSDP2 on ``model`` (in place): each transformer layer with a trainable parameter is its own unit,
-    the rest of the model the root unit; ``calculate_loss``/``predict``/``full_sort_predict`` gather the
-    root's parameters as ``forward`` would."""
+    """FSDP2 on ``model`` in place: a unit per transformer layer with a trainable parameter, the rest the
+    root; ``calculate_loss``/``predict``/``full_sort_predict`` gather like ``forward``."""
     from recbole_llmsrec.utils import is_plugin_model
 
     if getattr(model, "unsaved_prefixes", None) or not is_plugin_model(type(model)):
@@ -319,8 +310,7 @@ def train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False
 
 
 class DistributedTrainer:
-    """Trainer mixin: FSDP set-up, the checkpoint name of rank 0, one-process metrics from every rank's
-    rows, and best-model/resume loading into a sharded model (``train_epoch`` does the training)."""
+    """Trainer mixin: FSDP set-up, rank 0's checkpoint name, metrics over all ranks' rows, sharded loading."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -350,8 +340,6 @@ class DistributedTrainer:
         if not eval_data:
             return None
         if load_best_model:
-            from recbole_llmsrec.compat import load_checkpoint
-
             checkpoint_file = model_file or self.saved_model_file
             checkpoint = load_checkpoint(checkpoint_file)  # CPU, memory-mapped: not a full copy per GPU
             load_full_state(self.model, checkpoint["state_dict"])
@@ -363,8 +351,6 @@ class DistributedTrainer:
     def resume_checkpoint(self, resume_file):
         if not is_fsdp(self.model):
             return super().resume_checkpoint(resume_file)
-        from recbole_llmsrec.compat import load_checkpoint
-
         self.saved_model_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file)
         self.start_epoch, self.cur_step = checkpoint["epoch"] + 1, checkpoint["cur_step"]

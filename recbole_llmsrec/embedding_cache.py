@@ -1,9 +1,8 @@
 """Item embeddings of a FROZEN encoder, computed once into ``<checkpoint_dir>/item_embedding_cache/`` and
-reused across runs. The file is named by a SHA-256 of (the encoder's identity, the text template, every
-item text): any change recomputes, a hit runs no encoder forward. Beside ``<key>.pt`` (read with
-``weights_only=True``) sits ``<key>.json`` with its shape, dtype and SHA-256; both are written atomically,
-the tensor first. A file that does not load, is not float32 ``[texts, dim]`` or does not match its sidecar
-is named in a warning and recomputed: a damaged cache costs one recomputation, never wrong embeddings.
+reused across runs, named by a SHA-256 of (encoder identity, text template, every item text). Beside
+``<key>.pt`` (loaded ``weights_only``) sits ``<key>.json`` (shape, dtype, SHA-256), written atomically after
+it. A file that does not load or match float32 ``[texts, dim]`` and its sidecar is named in a warning and
+recomputed: a damaged cache costs one recomputation, never wrong embeddings.
 """
 
 import hashlib
@@ -21,19 +20,13 @@ CACHE_SUBDIR = "item_embedding_cache"
 
 def encoder_identity(model, path):
     """What identifies a loaded encoder's outputs: its source, class, config, dtype and weight files."""
-    identity = {
-        "path": os.path.realpath(path) if os.path.isdir(path) else path,
-        "class": type(model).__name__,
-        "config": model.config.to_json_string(use_diff=False),
-        "dtype": str(next(model.parameters()).dtype),
-    }
+    identity = {"path": os.path.realpath(path) if os.path.isdir(path) else path,
+                "class": type(model).__name__, "config": model.config.to_json_string(use_diff=False),
+                "dtype": str(next(model.parameters()).dtype)}
     if os.path.isdir(path):  # a local checkpoint can be overwritten in place: fingerprint its files
-        identity["files"] = sorted(
-            (name, entry.st_size, entry.st_mtime_ns)
-            for name in os.listdir(path)
-            if os.path.isfile(os.path.join(path, name))
-            for entry in [os.stat(os.path.join(path, name))]
-        )
+        identity["files"] = sorted((name, entry.st_size, entry.st_mtime_ns) for name in os.listdir(path)
+                                   if os.path.isfile(os.path.join(path, name))
+                                   for entry in [os.stat(os.path.join(path, name))])
     return json.dumps(identity, sort_keys=True, default=str)
 
 
@@ -87,11 +80,8 @@ def _load_checked(path, rows):
 
 def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, batches,
                            show_progress=False, desc="Encoding item texts"):
-    """Float ``[len(texts), dim]`` embeddings of ``texts`` (index = item id) by ``encode`` (``list[str] ->
-    Tensor``, the frozen encoder), from the cache under ``cache_dir`` when valid. ``encoder_id`` and
-    ``template`` key the file with the texts; ``batches``: the rows each forward encodes, every row once;
-    ``show_progress``: a tqdm bar (RecBole's ``show_progress``).
-    """
+    """Float ``[len(texts), dim]`` embeddings of ``texts`` by the frozen ``encode`` (``list[str] -> Tensor``),
+    from the cache under ``cache_dir`` when valid; ``batches``: the rows of each forward, every row once."""
     path = os.path.join(cache_dir, CACHE_SUBDIR, f"{cache_key(encoder_id, template, texts)}.pt")
     if os.path.isfile(path):
         embeddings, problem = _load_checked(path, len(texts))
@@ -113,8 +103,7 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
     progress.close()
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype),
-            "sha256": _checksum(embeddings)}
+    meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype), "sha256": _checksum(embeddings)}
     atomic_torch_save(embeddings, path)
     atomic_write(_sidecar(path), lambda partial: _write_json(meta, partial))  # the pair now validates
     return embeddings

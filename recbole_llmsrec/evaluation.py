@@ -1,18 +1,9 @@
-"""The evaluation protocol, written once for every model run through the plugin, RecBole's and ours, at
-the data loaders and the trainer, never inside a model (README "Evaluation protocol"):
-
-- ``eval_mask_history``: full sort scores every item the user had before the target ``-inf`` (RecBole's
-  sequential loader passes ``history_index=None``); the target itself is never masked, even when it
-  repeats an earlier item (the HLLM original masked it, turning every repeat into a miss).
-- ``eval_neg_exclude_history``: ``uniN`` negatives distinct and outside everything the user interacted
-  with, from a generator seeded with (``seed``, phase, user): the same candidates at every validation,
-  in every process and for every model (RecBole excluded only the target; the originals re-drew
-  unseeded negatives). N must fit among the user's possible negatives, else a ``ValueError``.
-- ``PerUserSampledEvaluation``: sampled evaluation scores each user once (RecBole calls ``predict`` on
-  one row per user and candidate, a full sequence forward each).
-- ``eval_item_groups`` (``EvaluationResults``): every metric also per group of target items by training
-  popularity; ``eval_shuffle_history``: each user's history permuted (seeded) at evaluation only.
-"""
+"""The evaluation protocol of every model run through the plugin, RecBole's and ours, at the loaders and
+the trainer, never inside a model (README "Evaluation protocol"). ``eval_mask_history``: RecBole's
+sequential loader masks nothing; the target is never masked, even as a repeat (the HLLM original masked
+it: every repeat a miss). ``eval_neg_exclude_history``: seeded negatives outside the user's history, the
+same at every validation, process and model (RecBole excluded only the target; the originals re-drew
+unseeded ones). ``PerUserSampledEvaluation``: one forward per user (RecBole: one per user and candidate)."""
 
 import math
 from logging import getLogger
@@ -45,11 +36,8 @@ def _training_items(train):
 
 
 class ProtocolHistories:
-    """Per-user item sets of a leave-one-out split, as users x items CSR matrices.
-
-    ``before[phase]``: the items of every earlier split (valid: train; test: train + valid), to which
-    each row's own item list is added when masking. ``interacted``: everything in any split.
-    """
+    """Per-user item sets of a leave-one-out split (users x items CSR): ``before[phase]``, the items of
+    every earlier split (valid: train; test: train + valid); ``interacted``, everything in any split."""
 
     def __init__(self, train, valid, test):
         train_items = _training_items(train)
@@ -59,9 +47,8 @@ class ProtocolHistories:
 
 
 class HistoryMaskedFullSortEvalDataLoader(FullSortEvalDataLoader):
-    """RecBole's sequential full-sort loader that also returns ``history_index``: every item of the
-    user before the target (earlier splits and the row's own item list), minus the target. RecBole's
-    ``Trainer._full_sort_batch_eval`` already sets those scores to ``-inf``."""
+    """RecBole's full-sort loader plus ``history_index`` (scored ``-inf`` by RecBole's trainer): the user's
+    items of earlier splits and of the row's item list, minus the target."""
 
     def __init__(self, config, dataset, sampler, before, shuffle=False):
         self.before = before
@@ -80,13 +67,9 @@ class HistoryMaskedFullSortEvalDataLoader(FullSortEvalDataLoader):
 
 
 class HistoryExcludingSampler:
-    """Negatives for one evaluation phase, distinct and outside everything each user interacted with.
-
-    Implements what RecBole's ``NegSampleEvalDataLoader`` asks of a sampler (``phase``,
-    ``sample_by_user_ids``). ``weights`` (one per item id, 0 for padding) is uniform for ``uniN``; for
-    ``popN`` it is the number of users who interacted with the item. Draws are rejection-sampled, so a
-    user costs O(N), not O(catalogue), except when N is close to what the user has left.
-    """
+    """A sampler for RecBole's ``NegSampleEvalDataLoader``: one phase's negatives, distinct and outside
+    each user's interactions. ``weights`` per item id (0 for padding): uniform (``uniN``) or users per
+    item (``popN``). Rejection sampling: O(N) per user, not O(catalogue), unless N nears what is left."""
 
     def __init__(self, phase, interacted, weights, seed):
         self.phase, self.interacted, self.seed = phase, interacted, seed
@@ -110,8 +93,7 @@ class HistoryExcludingSampler:
         return chosen[:num]
 
     def sample_by_user_ids(self, user_ids, item_ids, num):
-        """``num`` negatives per row, laid out as RecBole's samplers do: the k-th negative of row i at
-        ``k * len(user_ids) + i``."""
+        """``num`` negatives per row, RecBole's layout: the k-th of row i at ``k * len(user_ids) + i``."""
         occurrence, columns = {}, []
         for user in np.asarray(user_ids).tolist():
             occurrence[user] = occurrence.get(user, -1) + 1
@@ -151,9 +133,8 @@ def item_train_counts(train, sequential):
 
 
 def shuffle_histories(loader, config):
-    """``eval_shuffle_history``: each row's item list, and every other list field alike, permuted by a
-    generator seeded with (``seed``, user, length), so a user's order is the same in every mode, process
-    and model. Applied after any history masking (which reads the items, not their order)."""
+    """``eval_shuffle_history``: a row's list fields permuted alike, seeded with (``seed``, user, length):
+    the same order in every mode, process and model. After any masking (it reads items, not order)."""
     collate, uid, length_field = loader.collate_fn, config["USER_ID_FIELD"], config["ITEM_LIST_LENGTH_FIELD"]
     lists = [f for f in loader._dataset.inter_feat.columns if f.endswith(config["LIST_SUFFIX"])]
 
@@ -170,10 +151,8 @@ def shuffle_histories(loader, config):
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation`` with the plugin's evaluation protocol applied to the valid and test
-    loaders (``eval_item_groups`` for every model; ``eval_mask_history``, ``eval_neg_exclude_history``,
-    sample sizes checked and ``eval_shuffle_history`` for sequential ones: general models already get
-    RecBole's masking and history-aware negatives)."""
+    """RecBole's ``data_preparation`` with the evaluation protocol on the valid and test loaders (only
+    ``eval_item_groups`` for general models: RecBole already masks and samples history-aware for them)."""
     with per_process_batch(config):
         train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
     sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
@@ -199,9 +178,8 @@ def data_preparation(config, dataset):
             users = split.inter_feat[split.uid_field].numpy()
             most_seen = int(np.diff(histories.interacted.indptr)[users].max(initial=0))
             sampler = HistoryExcludingSampler(phase, histories.interacted, weights, config["seed"])
-            _check_sample_size(config, phase, split, len(sampler.drawable) - most_seen,
-                               "items outside the history of its most active user "
-                               "(eval_neg_exclude_history: True)")
+            _check_sample_size(config, phase, split, len(sampler.drawable) - most_seen, "items outside the "
+                               "history of its most active user (eval_neg_exclude_history: True)")
             loaders[phase] = NegSampleEvalDataLoader(config, split, sampler, shuffle=False)
     for loader in loaders.values():
         loader.item_train_counts = counts
@@ -213,8 +191,7 @@ def data_preparation(config, dataset):
     return train_data, loaders["valid"], loaders["test"]
 
 
-# RecBole 1.2.1 models whose full_sort_predict does not score like predict: CORE's predict skips the
-# L2 normalisation of the item embeddings that its full_sort_predict applies.
+# RecBole 1.2.1 models whose predict scores unlike full_sort_predict (CORE's skips the item L2 normalisation)
 RECBOLE_MODELS_SCORING_FULL_SORT_DIFFERENTLY = ("CORE",)
 
 
@@ -224,13 +201,10 @@ def scores_candidates_from_full_sort(model):
 
 
 class PerUserSampledEvaluation:
-    """Trainer mixin: sampled evaluation (``uniN``/``popN``) runs ``full_sort_predict`` once per user and
-    reads the candidates' scores from its row, instead of RecBole's ``predict`` on one row per
-    (user, candidate). RecBole's path is kept where that would change the scores: a model whose
-    ``full_sort_predict`` does not score like ``predict`` (it sets ``sampled_scores_from_full_sort =
-    False``, as ALLMRec, which ranks each user's candidates together in ``predict``; RecBole's CORE),
-    a model without ``full_sort_predict``, and a sequential user with several evaluation rows (a
-    ratio split), whose rows are different prefixes."""
+    """Trainer mixin: sampled evaluation reads the candidates' scores from one ``full_sort_predict`` row per
+    user, not RecBole's ``predict`` per (user, candidate), except where scores would change: a model whose
+    ``full_sort_predict`` is missing or scores unlike ``predict`` (``sampled_scores_from_full_sort = False``:
+    ALLMRec ranks a user's candidates together; CORE), a sequential user with several rows (ratio split)."""
 
     def _neg_sample_batch_eval(self, batched_data):
         interaction, row_idx, positive_u, positive_i = batched_data
@@ -254,10 +228,8 @@ class PerUserSampledEvaluation:
 
 class EvaluationResults:
     """Trainer mixin: results as plain floats (RecBole's are numpy scalars) and ``eval_item_groups``
-    [t1, ..., tn]: every metric also over the rows whose target item has [0, t1), ..., [tn, inf)
-    training users (cold to warm items; A-LLMRec's paper splits by popularity), keyed
-    ``<metric> items[a,b)`` beside ``rows items[a,b)``, by RecBole's evaluator on those rows. Needs one
-    target per evaluation row (a leave-one-out split)."""
+    [t1, ..., tn]: every metric also over the rows whose target has [0, t1), ..., [tn, inf) training users
+    (A-LLMRec's paper splits by popularity), keyed ``<metric> items[a,b)`` beside ``rows items[a,b)``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)

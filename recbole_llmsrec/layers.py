@@ -7,9 +7,8 @@ from recbole_llmsrec.distributed import sharded_rows
 
 
 def projection_mlp(in_size, hidden_size, out_size, activation):
-    """Linear -> LayerNorm -> activation -> Linear, Xavier-normal weights: the projector/head shape of
-    LLM-SRec (item_emb_proj, pred_user, pred_item, pred_user_CF2) and A-LLMRec (log_emb_proj,
-    item_emb_proj)."""
+    """Linear -> LayerNorm -> activation -> Linear, Xavier-normal: LLM-SRec's item_emb_proj, pred_user,
+    pred_item, pred_user_CF2 and A-LLMRec's log_emb_proj, item_emb_proj."""
     mlp = nn.Sequential(nn.Linear(in_size, hidden_size), nn.LayerNorm(hidden_size), activation,
                         nn.Linear(hidden_size, out_size))
     for layer in mlp:
@@ -19,10 +18,8 @@ def projection_mlp(in_size, hidden_size, out_size, activation):
 
 
 class ItemMatrixPerEvaluation:
-    """Mixin for a model that scores users against every item's representation: ``item_matrix()``
-    builds it with ``compute_item_matrix(items)`` once per evaluation pass (row 0 = padding, zeros) and
-    keeps it until the model trains again or loads other weights. ``item_matrix_computations`` counts
-    builds. In a distributed run each rank computes a disjoint shard of the items (``self.config``)."""
+    """Mixin: ``item_matrix()`` builds every item's representation with ``compute_item_matrix(items)``
+    (row 0 = padding, zeros; items sharded across ranks) once until the model trains or loads weights."""
 
     _item_matrix = None
     item_matrix_computations = 0
@@ -55,12 +52,9 @@ def in_length_order(compute, rows, lengths, batch_size):
 
 
 def rows_by_user(interaction, *fields):
-    """Group the rows of a sampled-evaluation batch (one row per user and candidate) by user, a user
-    being the distinct values of ``fields`` (its id, its sequence, its length, ...; ``None`` entries
-    skipped). Give the user id: two users may have identical sequences.
-
-    Returns ``(first_row, group)``: each user's first row index and each row's user index.
-    """
+    """``(first_row, group)`` of a sampled-evaluation batch (a row per user and candidate): each user's
+    first row and each row's user, a user being the distinct values of ``fields`` (``None`` skipped;
+    give the user id: two users may have identical sequences)."""
     key = torch.cat([interaction[f].long().view(len(interaction), -1) for f in fields if f], dim=1)
     _, group = torch.unique(key, dim=0, return_inverse=True)
     return first_rows(group), group

@@ -1,17 +1,14 @@
-"""Loading the LLMs and text encoders every model uses: ``load_llm``, and ``load_llm_from_config`` which
-reads one LLM slot's keys (``llm_*``; HLLM's ``item_llm_*``, ``user_llm_*``): ``_path`` (hub id or a
-``save_pretrained`` directory), ``_dtype``, ``_lora`` (peft), ``_gradient_checkpointing``, and
-``trust_remote_code`` (off: code shipped with a checkpoint never runs). ``kind="causal_lm"`` has the LM
-head; ``kind="base"`` is the bare transformer, for models that never need vocabulary logits.
-"""
+"""Loading LLMs and text encoders: ``load_llm``; ``load_llm_from_config`` reads one slot's keys (``llm_*``;
+HLLM's ``item_llm_*``, ``user_llm_*``): ``_path`` (hub id or ``save_pretrained`` dir), ``_dtype``, ``_lora``
+(peft), ``_gradient_checkpointing``, and ``trust_remote_code`` (off: checkpoint code never runs).
+``kind="causal_lm"`` has the LM head; ``kind="base"`` is the bare transformer (no vocabulary logits)."""
 
 import logging
 import os
 import re
 
 import torch
-from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer,
-                          PretrainedConfig)
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 KINDS = {"causal_lm": AutoModelForCausalLM, "base": AutoModel}
@@ -22,9 +19,8 @@ class LLMLoadError(ValueError):
 
 
 class ExpectedHeadReportFilter(logging.Filter):
-    """Drops transformers' load report when all it lists is the checkpoint's LM head left UNEXPECTED:
-    ``kind="base"`` loads the bare transformer of a causal LM on purpose. Any other row (a MISSING,
-    randomly initialised weight) keeps the whole report."""
+    """Drops transformers' load report if all it lists is the LM head left UNEXPECTED (``kind="base"``
+    skips it on purpose); any other row (e.g. a MISSING, randomly initialised weight) keeps it."""
 
     def filter(self, record):
         message = re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage())
@@ -53,11 +49,10 @@ def _looks_local(path):
 
 def _load_error(path, key, reason):
     name = os.path.basename(path.rstrip("/")) or "model"
-    return LLMLoadError(
-        f"{key}={path!r} could not be loaded: {reason}. Point {key} at a local copy: download it once "
-        f"on a machine with internet (e.g. `hf download {path} --local-dir /models/{name}`), then set "
-        f"`{key}: /models/{name}` in your YAML or pass --{key}=/models/{name}."
-    )
+    return LLMLoadError(f"{key}={path!r} could not be loaded: {reason}. Point {key} at a local copy: "
+                        f"download it once on a machine with internet (e.g. `hf download {path} --local-dir "
+                        f"/models/{name}`), then set `{key}: /models/{name}` in your YAML or pass "
+                        f"--{key}=/models/{name}.")
 
 
 def _check_path(path, key):
@@ -67,10 +62,9 @@ def _check_path(path, key):
     if _looks_local(path) and not os.path.isdir(expanded):
         raise LLMLoadError(
             f"{key}={path!r}: the local directory {os.path.abspath(expanded)} does not exist. Point {key} "
-            f"at a directory written by save_pretrained (`{key}: DIR` in your YAML or --{key}=DIR). "
-            "The offline profiles' tiny random models are "
-            f"built with `python -m recbole_llmsrec.tiny_llm {path}` (add `--architecture opt` for an "
-            "OPT, `--text-encoder DIR` for the MiniLM encoder).")
+            f"at a directory written by save_pretrained (`{key}: DIR` in your YAML or --{key}=DIR). The "
+            f"offline profiles' tiny random models are built with `python -m recbole_llmsrec.tiny_llm "
+            f"{path}` (add `--architecture opt` for an OPT, `--text-encoder DIR` for the MiniLM encoder).")
     return expanded if os.path.isdir(expanded) else path
 
 
@@ -84,27 +78,22 @@ def load_tokenizer(path, key="llm_path", trust_remote_code=False):
 
 def load_llm(path, kind="causal_lm", dtype="bfloat16", lora=None, gradient_checkpointing=False,
              trust_remote_code=False, key="llm_path", with_tokenizer=True, frozen=False):
-    """Load ``(model, tokenizer)`` (no tokenizer unless ``with_tokenizer``); a ``lora`` dict wraps it with
-    peft. ``frozen=True``, for a model that never trains: every dropout probability of its config at 0
-    (``without_dropout``), then ``freeze``. Eval mode alone is not enough: HF checkpoints only modules in
-    train mode, so with gradient checkpointing a frozen LLM runs in train mode (OPT's dropout is 0.1).
-    """
+    """``(model, tokenizer)`` (tokenizer None unless ``with_tokenizer``); a ``lora`` dict wraps it with
+    peft. ``frozen=True`` (never trains): every dropout of its config at 0 (``without_dropout``), then
+    ``freeze``. Eval mode alone is not enough: HF checkpoints only modules in train mode, so with gradient
+    checkpointing a frozen LLM runs in train mode (OPT's dropout is 0.1)."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: use one of {sorted(KINDS)}.")
     source = _check_path(path, key)
     torch_dtype = resolve_dtype(dtype, key.replace("_path", "_dtype"))
     try:
-        options = {}
-        if frozen:
-            options["config"] = without_dropout(
-                AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
-        model = KINDS[kind].from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **options
-        )
+        options = {"config": without_dropout(AutoConfig.from_pretrained(
+            source, trust_remote_code=trust_remote_code))} if frozen else {}
+        model = KINDS[kind].from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                            **options)
     except (OSError, ValueError) as err:
         raise _load_error(path, key, str(err).splitlines()[0]) from err
     tokenizer = load_tokenizer(path, key, trust_remote_code) if with_tokenizer else None
-
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if lora:
@@ -115,8 +104,7 @@ def load_llm(path, kind="causal_lm", dtype="bfloat16", lora=None, gradient_check
 
 
 def without_dropout(config):
-    """``config`` (a transformers config, changed in place and returned) with every float attribute
-    whose name contains "dropout" or "layerdrop" set to 0.0, in nested sub-configs too."""
+    """``config`` (changed in place) with every float "dropout"/"layerdrop" attribute at 0.0, nested too."""
     for name, value in list(vars(config).items()):
         if isinstance(value, float) and ("dropout" in name or "layerdrop" in name):
             setattr(config, name, 0.0)
@@ -134,45 +122,31 @@ def apply_lora(model, lora, key="llm_lora", gradient_checkpointing=False):
                          "target_modules.")
     if gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
-    lora_config = LoraConfig(
-        r=lora.get("r", 8),
-        lora_alpha=lora.get("alpha", 16),
-        lora_dropout=lora.get("dropout", 0.0),
-        target_modules=lora.get("target_modules"),
-        bias="none",
-    )
-    return get_peft_model(model, lora_config)
+    return get_peft_model(model, LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16),
+                                            bias="none", lora_dropout=lora.get("dropout", 0.0),
+                                            target_modules=lora.get("target_modules")))
 
 
 def load_llm_from_config(config, prefix="llm", kind="causal_lm", with_tokenizer=True, frozen=False):
-    """``load_llm`` with the ``<prefix>_*`` keys of ``config`` (see the module docstring); ``frozen``:
-    a model that never trains, loaded without dropout and frozen (see ``load_llm``)."""
-    return load_llm(
-        config[f"{prefix}_path"],
-        kind=kind,
-        dtype=config[f"{prefix}_dtype"],
-        lora=config[f"{prefix}_lora"],
-        gradient_checkpointing=bool(config[f"{prefix}_gradient_checkpointing"]),
-        trust_remote_code=bool(config["trust_remote_code"]),
-        key=f"{prefix}_path",
-        with_tokenizer=with_tokenizer,
-        frozen=frozen,
-    )
+    """``load_llm`` with the ``<prefix>_*`` keys of ``config`` (see the module docstring)."""
+    return load_llm(config[f"{prefix}_path"], kind=kind, dtype=config[f"{prefix}_dtype"],
+                    lora=config[f"{prefix}_lora"],
+                    gradient_checkpointing=bool(config[f"{prefix}_gradient_checkpointing"]),
+                    trust_remote_code=bool(config["trust_remote_code"]), key=f"{prefix}_path",
+                    with_tokenizer=with_tokenizer, frozen=frozen)
 
 
 def attention_kernels():
-    """Context for LLM forwards: scaled-dot-product attention on the flash, memory-efficient or math
-    kernels, not cuDNN's, whose execution plan is built anew for every new sequence length (batches of
-    ragged prompts make nearly every batch new; on an H100 that dominated the step time)."""
+    """SDPA on the flash, memory-efficient or math kernels, not cuDNN's, whose plan is rebuilt for every new
+    sequence length (with ragged prompts nearly every batch; on an H100 that dominated the step time)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def enable_gradient_checkpointing(model):
-    """HF gradient checkpointing whose recomputation in backward runs on the same attention kernels as
-    the forward (``attention_kernels``); otherwise the recomputed layer saves other tensors and torch
-    refuses the backward."""
+    """HF gradient checkpointing recomputing on the forward's ``attention_kernels``: otherwise the
+    recomputed layer saves other tensors and torch refuses the backward."""
     options = {"use_reentrant": False, "context_fn": lambda: (attention_kernels(), attention_kernels())}
     if hasattr(model, "activation_checkpointing_enable"):   # transformers >= 5.2's name
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
@@ -181,8 +155,7 @@ def enable_gradient_checkpointing(model):
 
 
 def uses_gradient_checkpointing(model):
-    """Whether HF gradient checkpointing is on anywhere in ``model`` (the flag sits on the inner
-    decoder, e.g. ``OPTForCausalLM.model.decoder``)."""
+    """Whether HF gradient checkpointing is on in ``model`` (the flag is on an inner module: the decoder)."""
     return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
 
 
@@ -223,10 +196,9 @@ def mean_pooled_embeddings(model, tokenizer, texts, max_length):
 
 
 class FrozenLLMNotSaved:
-    """Mixin for a model holding a frozen LLM as ``self.llm``: the LLM's weights are loaded from
-    ``llm_path`` and never change, so RecBole checkpoints leave them out (a 3B LLM would add 6 GB to
-    every checkpoint) and ``load_state_dict`` does not expect them. ``unsaved_prefixes`` may name
-    other submodules that are rebuilt rather than restored."""
+    """Mixin for a model with a frozen ``self.llm`` (loaded from ``llm_path``): checkpoints leave it out (a
+    3B LLM adds 6 GB) and ``load_state_dict`` does not expect it; ``unsaved_prefixes`` may add other
+    submodules that are rebuilt rather than restored."""
 
     unsaved_prefixes = ("llm.",)
 
@@ -251,21 +223,17 @@ PACKED_ATTENTION = "recbole_llmsrec_packed"
 
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                      cu_seq_lens_q=None, max_length_q=None, **kwargs):
-    """Attention over texts packed end to end in one row (``cu_seq_lens_q``: their int32 boundaries):
-    causal (unless ``module.is_causal`` is false: an encoder) within each text, nothing across texts.
-    On CUDA in bf16/fp16 (weights or autocast) torch's variable-length flash kernel (``varlen_attn``);
-    otherwise SDPA with the same block-diagonal mask (the reference the tests compare). A call without
-    boundaries (a padded batch) is transformers' SDPA. Packed calls apply no attention dropout
-    (Llama-family configs have none).
-    """
+    """Attention over texts packed in one row (``cu_seq_lens_q``: int32 boundaries): causal (unless
+    ``module.is_causal`` is false) within each text, nothing across. CUDA bf16/fp16 (weights or autocast):
+    ``varlen_attn``; else SDPA with the same block-diagonal mask (the tests' reference). Without boundaries
+    (a padded batch): transformers' SDPA. No attention dropout when packed (Llama configs have none)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     grouped, causal = key.shape[1] != query.shape[1], getattr(module, "is_causal", True)
-    # flash kernels are half precision only; under autocast RoPE hands fp32 queries/keys over (as
-    # transformers' flash integration, cast them to the autocast dtype)
+    # flash is half precision only: under autocast RoPE gives fp32 q/k; cast them (as transformers' flash)
     half = query.dtype if query.dtype in (torch.float16, torch.bfloat16) else (
         torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None)
     if query.is_cuda and half is not None:
@@ -286,8 +254,7 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
 
 
 def use_packed_attention(model):
-    """Let ``model`` (a transformers decoder) run packed forwards (``packed_attention``); padded forwards
-    with an attention mask keep SDPA and its masks."""
+    """Let ``model`` run packed forwards (``packed_attention``); padded ones keep SDPA and its masks."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -304,6 +271,5 @@ def packed_forward(model, embeds, lengths):
     are packed end to end (``lengths`` a list); each text's positions start at 0, as when padded."""
     cu = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32).to(embeds.device)
     positions = torch.cat([torch.arange(n) for n in lengths]).to(embeds.device)
-    return model(inputs_embeds=embeds.unsqueeze(0), position_ids=positions.unsqueeze(0),
-                 cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max(lengths),
-                 max_length_k=max(lengths)).last_hidden_state[0]
+    return model(inputs_embeds=embeds.unsqueeze(0), position_ids=positions.unsqueeze(0), cu_seq_lens_q=cu,
+                 cu_seq_lens_k=cu, max_length_q=max(lengths), max_length_k=max(lengths)).last_hidden_state[0]

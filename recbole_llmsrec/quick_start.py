@@ -1,11 +1,9 @@
 """``run_recbole`` and the command line, without ``recbole.quick_start`` (which imports ray 2.6.3).
 
-RecBole 1.2.1's ``run_recbole`` steps in its order (seeding, dataset, split, model, FLOPs count, fit,
-evaluate): the same metrics for RecBole's models, with the plugin's split (``evaluation``) and trainers
-(``get_trainer``). The thop FLOPs count is skipped for the plugin's models (it cannot count an LLM).
-Several processes: ``torchrun``, or RecBole's ``--nproc`` (spawned here as RecBole's ``run`` does); the
-model is built from ``seed`` on every rank, which then reseeds ``seed + rank`` (RecBole seeded
-``seed + local_rank`` before building). ``--evaluate=CHECKPOINT``: test a saved model, no training.
+RecBole 1.2.1's ``run_recbole`` steps in its order, with the plugin's split (``evaluation``) and trainers;
+the thop FLOPs count is skipped for plugin models (it cannot count an LLM). Several processes: ``torchrun``
+or RecBole's ``--nproc`` (spawned as RecBole's ``run`` does); the model is built from ``seed`` on every
+rank, which then reseeds ``seed + rank`` (RecBole seeded ``seed + local_rank`` before building).
 """
 
 import argparse
@@ -30,12 +28,9 @@ from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model, plugi
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
                 checkpoint=None, evaluate=None):
-    """Train and test ``model`` on ``dataset`` as RecBole's ``run_recbole`` (same arguments and result
-    dict, plus ``saved_model_file``), this plugin's models found first; ``checkpoint``: resume from an
-    earlier run's checkpoint; ``evaluate``: test a checkpoint of this model and data, untrained.
-    """
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
-                    config_dict=config_dict)
+    """RecBole's ``run_recbole`` (result plus ``saved_model_file``), plugin models first; ``checkpoint``:
+    resume from it; ``evaluate``: test a checkpoint of this model and data, untrained."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     if rank() == 0:
         init_logger(config)
@@ -65,24 +60,16 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     if checkpoint:
         trainer.resume_checkpoint(checkpoint)
 
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
-    )
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
+                                                      show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
-    logger.info("The running environment of this training is as follows:\n"
-                + get_environment(config).draw())
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f"{shuffled_note(config)}: {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f"{shuffled_note(config)}: {test_result}")
-    return {
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-        "saved_model_file": trainer.saved_model_file,
-    }
+    return {"best_valid_score": best_valid_score, "valid_score_bigger": config["valid_metric_bigger"],
+            "best_valid_result": best_valid_result, "test_result": test_result,
+            "saved_model_file": trainer.saved_model_file}
 
 
 def evaluate_checkpoint(trainer, train_data, test_data, path):
@@ -111,8 +98,7 @@ def build_parser():
         "RecBole model). Any other --key=value overrides that config key, as in RecBole.")
     parser.add_argument("--model", "-m", default="SASRec", help="model name (default: SASRec)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
-    parser.add_argument("--config_files", default=None,
-                        help="space-separated YAML files, later ones win")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files, later ones win")
     parser.add_argument("--checkpoint", default=None,
                         help="resume training from this checkpoint (a .pth under checkpoint_dir)")
     parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
@@ -161,14 +147,11 @@ def spawned_run(local_rank, kwargs):
             torch.distributed.destroy_process_group()
 
 
-
-
 def run_recbole_group(model_list, dataset, config_file_list=None, config_dict=None,
                       valid_latex="./latex/valid.tex", test_latex="./latex/test.tex"):
-    """RecBole's ``run_recbole_group.py``: each model of ``model_list`` trained and tested on ``dataset``
-    with the same configuration (so the same split and protocol), then RecBole's LaTeX tables of the best
-    validation and the test results (``recbole.utils.list_to_latex``, the best value of each metric in
-    bold) written to ``valid_latex`` and ``test_latex``. Returns the test results as a Markdown table."""
+    """RecBole's ``run_recbole_group.py``: each model trained and tested with the same config (split,
+    protocol), RecBole's LaTeX tables (``list_to_latex``) of best validation and test results written to
+    ``valid_latex`` and ``test_latex``; returns the test results as a Markdown table."""
     from recbole.utils import list_to_latex
 
     tables = {valid_latex: [], test_latex: []}

@@ -1,9 +1,5 @@
-"""Trainers of this plugin's models. ``get_trainer`` looks here for ``<Model>Trainer`` first.
-
-Every trainer the plugin hands out, RecBole's included (``extend_trainer``), evaluates sampled modes
-once per user (``evaluation.PerUserSampledEvaluation``) and offers LLM-SRec's optimisation schedule
-(``ValidationSchedule``); with the schedule keys unset it trains exactly as RecBole's.
-"""
+"""Trainers of this plugin's models (``get_trainer`` looks here first). Every trainer handed out, RecBole's
+too, gets ``extend_trainer``'s mixins and, with the schedule keys unset, trains exactly as RecBole's."""
 
 import functools
 import math
@@ -49,12 +45,8 @@ def optimizer_steps_before(part_index, batches, parts, accumulation):
 
 
 class EpochInParts:
-    """A training loader seen as ``parts`` consecutive parts per pass over the data.
-
-    Each iteration yields the next part of the current (shuffled) pass, so RecBole's loop, which
-    validates after each of its "epochs", validates ``parts`` times per real epoch, and every training
-    sample is still seen once per real epoch. Other attributes are the loader's.
-    """
+    """A training loader as ``parts`` consecutive parts per (shuffled) pass: each iteration yields the next
+    part, so RecBole's loop validates ``parts`` times per real epoch and still sees every sample once."""
 
     def __init__(self, loader, parts, start_part=0):
         self.loader, self.parts = loader, parts
@@ -83,12 +75,10 @@ class EpochInParts:
 
 
 class ValidationSchedule:
-    """Trainer mixin for LLM-SRec's optimisation schedule (spec ``llmsrec.md`` 6), any model:
-    ``validations_per_epoch`` k hands RecBole's loop each epoch in k parts (``EpochInParts``), so its
-    epoch counter, ``eval_step`` and ``stopping_step`` count validations (the original validated about 11
-    times per epoch); ``lr_decay_per_validation`` gamma sets the LR to ``learning_rate * gamma ** i``
-    after the i-th validation; ``adam_betas`` (RecBole's ``_build_optimizer`` has none).
-    """
+    """Trainer mixin for LLM-SRec's schedule (spec ``llmsrec.md`` 6), any model: ``validations_per_epoch`` k
+    cuts each epoch in k parts, so RecBole's epoch counter, ``eval_step`` and ``stopping_step`` count
+    validations (the original validated ~11 times per epoch); ``lr_decay_per_validation`` gamma: LR
+    ``learning_rate * gamma ** i`` after validation i; ``adam_betas`` (RecBole's optimizer has none)."""
 
     def _build_optimizer(self, **kwargs):
         optimizer = super()._build_optimizer(**kwargs)
@@ -119,8 +109,7 @@ class ValidationSchedule:
             self.logger.info(f"Validating {parts} times per epoch: each RecBole epoch below is "
                              f"1/{parts} of an epoch.")
         if self.config["lr_decay_per_validation"] not in (None, 1, 1.0) and self.eval_step > 0:
-            validations = self.start_epoch // self.eval_step
-            self._decay_learning_rate(validations)
+            self._decay_learning_rate(self.start_epoch // self.eval_step)
             then = callback_fn
 
             def callback_fn(epoch_idx, valid_score):
@@ -132,8 +121,7 @@ class ValidationSchedule:
 
 
 class CollisionFreeCheckpointName:
-    """Trainer mixin: the checkpoint is ``{model}-{time}-{random}.pth`` (``compat.unique_checkpoint_path``);
-    RecBole's ``{model}-{time}.pth`` let two runs started in the same second overwrite each other."""
+    """Trainer mixin: checkpoint ``{model}-{time}-{random}.pth`` (see ``compat.unique_checkpoint_path``)."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -157,9 +145,8 @@ Trainer = extend_trainer(RecBoleTrainer)
 
 
 class CFTeacherTrainer(Trainer):
-    """RecBole's Trainer that first makes sure the model's frozen teacher (``cf_model``) is trained: with
-    no ``cf_checkpoint`` (and no resumed checkpoint holding it) it is pre-trained through RecBole's own
-    Trainer, saved under ``checkpoint_dir`` like any RecBole run, and loaded into ``model.cf_model``."""
+    """RecBole's Trainer that first pre-trains the frozen teacher (``cf_model``) with RecBole's own Trainer,
+    saved under ``checkpoint_dir``, unless ``cf_checkpoint`` or a resumed checkpoint holds it."""
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
@@ -178,11 +165,9 @@ LLMSRecTrainer = CFTeacherTrainer
 
 
 class ALLMRecTrainer(CFTeacherTrainer):
-    """A-LLMRec's stages in order: SASRec (stage 0), alignment (stage 1), then RecBole's own ``fit`` on
-    the stage-2 LM loss. Stage 1 has its own ``stage1_epochs``, ``stage1_learning_rate`` and
-    ``stage1_batch_size`` and saves ``ALLMRec-stage1-<time>.pth`` (teacher + item encoder) under
-    ``checkpoint_dir``; ``stage1_checkpoint`` resumes from it, skipping stages 0 and 1. A RecBole
-    ``--checkpoint`` of stage 2 holds both earlier stages too."""
+    """A-LLMRec's stages: SASRec (0), alignment (1, with its own ``stage1_*`` keys; saves teacher + item
+    encoder as ``ALLMRec-stage1-<time>.pth``, which ``stage1_checkpoint`` resumes from, skipping 0 and 1),
+    then RecBole's ``fit`` on the stage-2 LM loss. A stage-2 ``--checkpoint`` holds all stages."""
 
     def run_pending_stages(self, train_data, show_progress):
         path = self.config["stage1_checkpoint"]
@@ -231,10 +216,9 @@ class ALLMRecTrainer(CFTeacherTrainer):
 
 
 class HLLMTrainer(Trainer):
-    """RecBole's Trainer with HLLM's schedule (spec 4): linear warm-up over ``warmup_ratio`` of all
-    steps, then cosine decay to 0, stepped after every optimizer step (through an optimizer hook, so
-    RecBole's training loop runs unchanged; with ``gradient_accumulation_steps`` a step is one group of
-    batches). A resumed run continues the schedule where it stopped."""
+    """RecBole's Trainer with HLLM's schedule (spec 4): linear warm-up over ``warmup_ratio`` of all steps,
+    then cosine decay to 0, stepped by an optimizer hook (RecBole's loop runs unchanged) after each
+    optimizer step (one accumulation group); a resumed run continues the schedule."""
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):

@@ -34,8 +34,7 @@ def _recbole_class_name(module, package):
 
 
 def get_model(model_name):
-    """Return the model class named ``model_name`` from this plugin, else from RecBole; an unknown
-    name is a ``ValueError`` listing the plugin's models and the closest names."""
+    """The model class named ``model_name``, the plugin's first; else a ValueError naming the closest."""
     found = getattr(importlib.import_module(PLUGIN_MODEL_MODULE), str(model_name), None)
     if isinstance(found, type):
         return found
@@ -65,8 +64,7 @@ def is_plugin_model(model_class):
 
 
 def get_trainer(model_type, model_name):
-    """Return ``<model_name>Trainer`` from this plugin if it has one, else RecBole's choice extended
-    with the plugin's evaluation protocol and schedule options (``trainer.extend_trainer``)."""
+    """The plugin's ``<model_name>Trainer``, else RecBole's choice through ``trainer.extend_trainer``."""
     plugin_trainers = importlib.import_module(PLUGIN_TRAINER_MODULE)
     trainer = getattr(plugin_trainers, f"{model_name}Trainer", None)
     if trainer is None:

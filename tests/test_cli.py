@@ -54,3 +54,12 @@ def test_group_run_writes_both_latex_tables_for_sasrec_and_a_plugin_model(small_
     for table in ("valid", "test"):
         tex = (tmp_path / "tables" / f"{table}.tex").read_text()
         assert "SASRec" in tex and "HLLM" in tex and "recall@10" in tex and "\\bfseries" in tex
+
+
+def test_help_names_the_plugin_models(capsys):
+    from recbole_llmsrec.quick_start import group_main
+
+    for command in (main, group_main):
+        with pytest.raises(SystemExit):
+            command(["--help"])
+        assert "ALLMRec, HLLM, LLMSRec" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")

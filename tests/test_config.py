@@ -32,6 +32,15 @@ def test_get_model_finds_plugin_models_first_then_recbole(toy_plugin_model):
         get_model("NoSuchModel")
 
 
+@pytest.mark.parametrize("typo, closest", [("LLMSrec", "LLMSRec"), ("sasrec", "SASRec"), ("HLMM", "HLLM")])
+def test_a_model_name_typo_lists_the_plugin_models_and_the_closest_name(typo, closest):
+    with pytest.raises(ValueError) as error:   # RecBole's own lookup ended importing lightgbm
+        get_model(typo)
+    message = str(error.value)
+    assert "ALLMRec, HLLM, LLMSRec" in message and f"Did you mean {closest}" in message
+    assert "lightgbm" not in message
+
+
 def test_plugin_model_defaults_sit_beneath_files_dicts_and_command_line(toy_plugin_model, tmp_path,
                                                                       monkeypatch):
     user_file = tmp_path / "user.yaml"

@@ -2,11 +2,8 @@
 
     python -m recbole_llmsrec.data.amazon REVIEWS META --out dataset --name Movies_and_TV
 
-README "Amazon Reviews datasets" gives the formats, options and guarantees: strict UTF-8 per line (a bad
-line counted and skipped; a meta line that is not JSON read with ``ast.literal_eval``, never run); a
-truncated ``.gz`` fails the run; parse, ``--min-rating``, ``--user-fraction`` (a stable seeded hash),
-dedupe, ``--drop-untitled``, iterative k-core, rows in time order; all-or-nothing output (a hidden work
-folder renamed into place); memory bounded by users and items (reviews streamed to per-user buckets).
+Formats, steps, options and guarantees (all-or-nothing output, skipped lines counted): README "Amazon
+Reviews datasets". Memory is bounded by users and items (reviews streamed to per-user buckets).
 """
 
 import argparse
@@ -28,16 +25,14 @@ import zlib
 
 import numpy as np
 
-RECORD = np.dtype([("user", "<i4"), ("item", "<i4"), ("rating", "<f4"), ("time", "<f8"),
-                   ("line", "<i8")])
+RECORD = np.dtype([("user", "<i4"), ("item", "<i4"), ("rating", "<f4"), ("time", "<f8"), ("line", "<i8")])
 CHUNK_RECORDS = 1 << 16
 TAGS = re.compile(r"<[^>]+>")
 HASH_BYTES = 8  # 64-bit user hashes: uniform enough for any fraction, collisions irrelevant
 
 
 class ConversionError(Exception):
-    """An expected failure (bad input, refused overwrite, empty result): one line for the user, no
-    traceback; raised before the renames, so existing output is untouched."""
+    """An expected failure: one line for the user, no traceback; raised before the renames (output kept)."""
 
 
 def user_draw(seed, user):
@@ -47,12 +42,8 @@ def user_draw(seed, user):
 
 
 def read_lines(path, counts):
-    """The decoded lines of a gzipped or plain file (recognised by its magic bytes).
-
-    Counts ``counts["read"]`` and ``counts["undecodable"]``: each line is decoded on its own, so a
-    non-UTF-8 byte costs its line only. A truncated or corrupt gzip stream raises ConversionError with
-    the number of lines read: the file is incomplete, and converting part of it silently would be wrong.
-    """
+    """The decoded lines of a gzipped or plain file (by magic bytes), counted in ``counts``: a non-UTF-8
+    byte costs its line only. A truncated gzip raises ConversionError (converting part silently is wrong)."""
     try:
         with open(path, "rb") as probe:
             gzipped = probe.read(2) == b"\x1f\x8b"
@@ -77,8 +68,7 @@ def read_lines(path, counts):
 
 
 def valid_id(value):
-    """Whether a raw id fits a token column: a non-empty printable string (no tab, line break, lone
-    surrogate), hashable, so it can neither shift a column nor crash a table."""
+    """A non-empty printable string (no tab, line break, lone surrogate): it cannot shift a column."""
     return isinstance(value, str) and value != "" and value.isprintable()
 
 
@@ -112,11 +102,8 @@ def parse_review(line):
 
 
 def load_meta(line):
-    """``(object, literal)``: the line as JSON, else as a Python literal (``literal=True``), or None.
-
-    ``ast.literal_eval`` only builds literals (strings, numbers, lists, dicts...), it never runs code;
-    it is tried only on lines that look like a dict, with its warnings (odd escapes) silenced.
-    """
+    """``(object, literal)``: the line as JSON, else (a dict-like line) as a Python literal, or None.
+    ``ast.literal_eval`` never runs code; its warnings (odd escapes) are silenced."""
     try:
         return json.loads(line), False
     except ValueError:
@@ -132,8 +119,7 @@ def load_meta(line):
 
 
 def parse_meta(line, max_description):
-    """``(item, fields, literal)`` of a metadata line of either release (JSON or a Python literal,
-    ``literal`` says which), or None if malformed."""
+    """``(item, fields, literal)`` of a metadata line of either release, or None if malformed."""
     loaded = load_meta(line)
     if loaded is None or not isinstance(loaded[0], dict):
         return None
@@ -174,8 +160,7 @@ def check_name(name):
 
 
 def open_output(path):
-    """A text file for one output table; a lone surrogate left in some text becomes '?' rather than
-    an encoding error in the middle of the run."""
+    """An output table's file: a lone surrogate becomes '?', not an encoding error mid-run."""
     return open(path, "w", encoding="utf-8", errors="replace")
 
 
@@ -201,7 +186,6 @@ class Converter:
         self.unsampled = set()  # raw ids of the users sampling dropped (their reviews never get stored)
         self.stats, self.work = {}, None
 
-    # -- passes -----------------------------------------------------------------------------------
     def run(self):
         """Convert; return the summary. Raises ConversionError with existing output untouched."""
         start = time.perf_counter()
@@ -216,8 +200,7 @@ class Converter:
             lines = self._parse()
             buckets = self._partition()
             self._dedupe(buckets)
-            alive_user = np.ones(len(self.users), dtype=bool)
-            alive_item = np.ones(len(self.items), dtype=bool)
+            alive_user, alive_item = (np.ones(len(table), dtype=bool) for table in (self.users, self.items))
             if self.drop_untitled:
                 alive_item &= self._titled_items()
                 self.stats["interactions dropped: untitled items"] = self._count(buckets, ~alive_item)
@@ -252,8 +235,7 @@ class Converter:
         return self.stats
 
     def _remove_abandoned_work(self):
-        """Work folders of earlier runs that were killed (SIGKILL leaves no chance to clean up) are
-        removed: each is named with its run's process id, and that process no longer exists."""
+        """Remove work folders of killed runs (SIGKILL cannot clean up): their named process is gone."""
         for work in glob.glob(os.path.join(glob.escape(self.folder), f".{glob.escape(self.name)}.tmp-*-*")):
             pid = os.path.basename(work).rsplit(".tmp-", 1)[1].split("-")[0]
             if pid.isdigit() and not _process_exists(int(pid)):
@@ -270,8 +252,7 @@ class Converter:
                                   "replace it (nothing was changed)")
 
     def _make_folder(self):
-        """Create the output folder; return the folders this created, deepest first (a failed run
-        removes them again, when empty)."""
+        """Create the output folder; return those created, deepest first (a failed run removes them)."""
         created, folder = [], os.path.abspath(self.folder)
         while not os.path.lexists(folder):
             created.append(folder)
@@ -320,10 +301,8 @@ class Converter:
                 buffer = []
         np.array(buffer, dtype=RECORD).tofile(raw)
         raw.close()
-        self.stats.update({"lines read": counts["read"],
-                           "lines undecodable (skipped)": counts["undecodable"],
-                           "lines malformed (skipped)": malformed,
-                           "reviews dropped: rating below min": low})
+        self.stats.update({"lines read": counts["read"], "lines undecodable (skipped)": counts["undecodable"],
+                           "lines malformed (skipped)": malformed, "reviews dropped: rating below min": low})
         if self.user_fraction < 1:
             sampling = f"sampling {self.user_fraction:g} (seed {self.seed})"
             self.stats.update({f"users dropped: {sampling}": len(self.unsampled),
@@ -331,7 +310,7 @@ class Converter:
         return counts["read"]
 
     def _sampled(self, user):
-        """Whether sampling keeps this raw user id; each user is hashed once (then it is in a table)."""
+        """Whether sampling keeps this raw user id; each user is hashed once."""
         if self.user_fraction >= 1 or user in self.users:
             return True
         if user in self.unsampled:
@@ -509,8 +488,7 @@ def main(argv=None):
     parser.add_argument("reviews", help="reviews file ({Category}.json[l][.gz])")
     parser.add_argument("meta", help="metadata file (meta_{Category}.json[l][.gz])")
     parser.add_argument("--out", default="dataset", help="RecBole data_path (default: dataset)")
-    parser.add_argument("--name", required=True, type=dataset_name,
-                        help="dataset name, e.g. Movies_and_TV")
+    parser.add_argument("--name", required=True, type=dataset_name, help="dataset name, e.g. Movies_and_TV")
     parser.add_argument("--min-rating", type=float, default=None, help="drop reviews rated below")
     parser.add_argument("--k-core", type=int, default=5, help="iterative k-core (0: off)")
     parser.add_argument("--drop-untitled", action="store_true", help="drop items without a title")

@@ -1,9 +1,9 @@
 """Datasets of this plugin's models, found by ``create_dataset`` as ``<Model>Dataset`` (RecBole-GNN's way).
 
-RecBole's ``SequentialDataset`` makes one training sample per prefix; the LLM recommenders train like
-their papers: ``UserSequenceDataset`` keeps, in the TRAINING split only, each user's longest prefix.
-Validation and test are RecBole's, unchanged, so metrics compare with any RecBole model. The training
-split carries ``history_matrix`` (users x items, CSR, every training interaction) for negatives.
+RecBole's ``SequentialDataset`` makes one training sample per prefix; as in their papers, the LLM models'
+``UserSequenceDataset`` keeps each user's longest prefix in the TRAINING split only (validation and test
+are RecBole's, so metrics compare with any RecBole model), which carries ``history_matrix`` (users x
+items, CSR, every training interaction) for negatives.
 """
 
 import importlib
@@ -69,10 +69,9 @@ class UserSequenceDataset(SequentialDataset):
         return None
 
     def _dataframe_to_interaction(self, data):
-        """RecBole's conversion, except that the time field stays float64 (RecBole makes every FLOAT
-        field float32, whose spacing near 8.8e8 s is 64 s: dates printed near midnight were a day late).
-        float64 holds second and millisecond timestamps exactly; the ``<time>_list`` field that
-        ``data_augmentation`` builds next takes the same dtype."""
+        """RecBole's conversion, but the time field stays float64, exact for s and ms timestamps (RecBole's
+        float32 has a 64 s spacing near 8.8e8 s: dates near midnight were a day late); ``<time>_list``
+        follows."""
         interaction = super()._dataframe_to_interaction(data)
         field = self.time_field
         if (field in data and self.field2type.get(field) == FeatureType.FLOAT
@@ -107,10 +106,9 @@ class ALLMRecDataset(UserSequenceDataset):
 
 
 class HLLMDataset(UserSequenceDataset):
-    """HLLM trains every position of a sequence in one pass (spec 2), so a user's training sequence is
-    cut into windows of ``MAX_ITEM_LIST_LENGTH`` transitions ending at its last item: every training
-    interaction after the first is a prediction target exactly once per epoch, and no transition between
-    windows is lost (the original's chunks dropped both the oldest remainder and those transitions)."""
+    """HLLM trains every position of a sequence in one pass (spec 2): windows of ``MAX_ITEM_LIST_LENGTH``
+    transitions ending at the user's last item, so every training interaction after the first is a target
+    once per epoch (the original's chunks lost the oldest remainder and the transitions between chunks)."""
 
     def window_stride(self):
         return self.config["MAX_ITEM_LIST_LENGTH"]
@@ -137,14 +135,12 @@ def check_atomic_files(config):
 
 
 def create_dataset(config):
-    """``<Model>Dataset`` of this plugin if there is one, else the dataset RecBole's ``create_dataset``
-    would build; always from the atomic files, which are checked first, never from a pickled cache
-    (``compat``)."""
+    """This plugin's ``<Model>Dataset``, else RecBole's choice; always from the (checked) atomic files,
+    never from a pickled cache (``compat``)."""
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         require_at_least(config, "MAX_ITEM_LIST_LENGTH", 1)
     check_atomic_files(config)
-    module = importlib.import_module(__name__)
-    dataset_class = getattr(module, f"{config['model']}Dataset", None)
+    dataset_class = getattr(importlib.import_module(__name__), f"{config['model']}Dataset", None)
     if dataset_class is None:
         return create_dataset_without_pickle(config)
     refuse_pickle_caches(config)

@@ -1,10 +1,6 @@
-"""Each item's text, built from the ``.item`` atomic-file fields named in the config: ``item_text_fields``
-(loaded through ``load_col``), ``item_text_template`` (``{name}``, ``{value}``), ``item_text_separator``,
-``item_text_missing_value`` (``~`` leaves a field out), ``item_text_fallback``, and for prompts that quote
-titles ``item_title_field``/``item_title_fallback`` (README "Config keys this plugin adds").
-
-Values are read back from RecBole's loaded dataset: a ``token`` through its id-to-token table, a
-``token_seq`` as its tokens joined by ``seq_separator``, a ``float`` as RecBole holds it (normalised when
+"""Each item's text from the ``.item`` fields named by ``item_text_*`` and ``item_title_*`` (README "Config
+keys this plugin adds"), read back from RecBole's loaded dataset: a ``token`` through its id-to-token
+table, a ``token_seq`` joined by ``seq_separator``, a ``float`` as RecBole holds it (normalised when
 ``normalize_all`` covers it, a missing one imputed with the column mean). Padding item 0 gets ''.
 """
 
@@ -25,19 +21,16 @@ def _check_fields(fields, dataset):
     if isinstance(fields, str):
         fields = [fields]
     if not fields:
-        raise ValueError(
-            "item_text_fields is not set: name the .item columns that describe an item, e.g. "
-            "`item_text_fields: [title, description]`, and load them with "
-            "`load_col: {inter: [...], item: [item_id, title, description]}`."
-        )
+        raise ValueError("item_text_fields is not set: name the .item columns that describe an item, e.g. "
+                         "`item_text_fields: [title, description]`, and load them with "
+                         "`load_col: {inter: [...], item: [item_id, title, description]}`.")
     loaded = _item_fields(dataset)
     for field in fields:
         if field not in loaded:
-            raise ValueError(
-                f"item_text_fields entry {field!r} is not a loaded field of {dataset.dataset_name}.item "
-                f"(loaded item fields: {loaded}). Fix: name a column of the .item file and list it "
-                f"under `load_col: {{item: [{dataset.iid_field}, {field}, ...]}}`."
-            )
+            raise ValueError(f"item_text_fields entry {field!r} is not a loaded field of "
+                             f"{dataset.dataset_name}.item (loaded item fields: {loaded}). Fix: name a "
+                             f"column of the .item file and list it under "
+                             f"`load_col: {{item: [{dataset.iid_field}, {field}, ...]}}`.")
     return list(fields)
 
 
@@ -70,11 +63,7 @@ def _clean(value):
 
 
 def build_item_texts(dataset, config, fields=None, template=None, fallback=None):
-    """Return a list of ``dataset.item_num`` strings; entry ``i`` is the text of internal item id ``i``.
-
-    ``fields``, ``template`` and ``fallback`` default to ``item_text_fields``, ``item_text_template`` and
-    ``item_text_fallback``.
-    """
+    """The text of each internal item id (``dataset.item_num`` strings); ``None`` arguments: the config's."""
     fields = _check_fields(config["item_text_fields"] if fields is None else fields, dataset)
     template = config["item_text_template"] if template is None else template
     separator = config["item_text_separator"]
@@ -86,9 +75,8 @@ def build_item_texts(dataset, config, fields=None, template=None, fallback=None)
     try:
         template.format(name="name", value="value")
     except (AttributeError, KeyError, IndexError) as err:
-        raise ValueError(
-            f"item_text_template={template!r} may only use the placeholders {{name}} and {{value}}."
-        ) from err
+        raise ValueError(f"item_text_template={template!r} may only use the placeholders {{name}} and "
+                         f"{{value}}.") from err
 
     columns = {field: _field_values(dataset, field) for field in fields}
     texts = [""]
@@ -117,9 +105,8 @@ def build_item_titles(dataset, config):
 
 
 def without_special_tokens(texts, tokens):
-    """``texts`` with every occurrence of the ``tokens`` strings removed, however nested: removing one
-    may form another ("[History[UserOut]Emb]" becomes "[HistoryEmb]"), so removal repeats until none is
-    left. A title must never fake a soft-token slot of a prompt."""
+    """``texts`` without the ``tokens``, however nested ("[History[UserOut]Emb]" -> "[HistoryEmb]" is
+    removed too): a title must never fake a soft-token slot of a prompt."""
     cleaned = []
     for text in texts:
         previous = None
@@ -132,15 +119,11 @@ def without_special_tokens(texts, tokens):
 
 
 def truncate_to_tokens(texts, tokenizer, max_tokens):
-    """Cut each text to its first ``max_tokens`` tokens (special tokens not counted).
-
-    With a fast tokenizer the cut is made at the character offset of the last kept token, so the text
-    is kept verbatim; a slow tokenizer's kept tokens are decoded instead.
-    """
+    """Cut each text to its first ``max_tokens`` tokens (special tokens not counted): verbatim up to the
+    last kept token's offset with a fast tokenizer, the kept tokens decoded with a slow one."""
     if max_tokens is None or max_tokens <= 0:
         raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
-    encoded = tokenizer(list(texts), add_special_tokens=False,
-                        return_offsets_mapping=tokenizer.is_fast)
+    encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=tokenizer.is_fast)
     truncated = []
     for i, text in enumerate(texts):
         ids = encoded["input_ids"][i]

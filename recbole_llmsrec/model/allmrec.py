@@ -1,18 +1,16 @@
 """A-LLMRec (KDD'24; code ghdtjr/A-LLMRec) as a RecBole sequential recommender (spec ``allmrec.md``).
 
-Stage 0: a frozen RecBole SASRec (``recbole_llmsrec.cf_teacher``). Stage 1 (``stage1_loss``): an item
-auto-encoder on SASRec's item embeddings aligned with a text auto-encoder on a fine-tuned Sentence-BERT
-embedding of each item's text. Stage 2 (``calculate_loss``): SASRec's user state and the stage-1 item
-latents projected into a frozen causal LLM as soft tokens of a prompt with 10 history items and 20
-candidates; LM loss on the quoted target title and EOS. ``ALLMRecTrainer`` runs the stages in order.
-Ranking (the original only generates text): ``predict`` scores each candidate by the LLM log-likelihood
-of ``"title"</s>`` after its user's prompt (``prompt_log_likelihoods``); ``full_sort_predict`` reranks the
-stage-1 head's top ``rerank_k`` unseen items with it, above every other item.
+Stage 0: a frozen RecBole teacher (``cf_model``, SASRec by default). Stage 1 (``stage1_loss``): an item
+auto-encoder on its item embeddings aligned with a text auto-encoder on a fine-tuned Sentence-BERT text
+embedding. Stage 2 (``calculate_loss``): the teacher's user state and the item latents as soft tokens of a frozen causal
+LLM's prompt (history and candidates); LM loss on the quoted target title + EOS. ``ALLMRecTrainer`` runs
+the stages. Ranking (the original only generates text; README "ALLMRec"): ``predict`` scores candidates
+by the log-likelihood of ``"title"</s>`` after the prompt; ``full_sort_predict`` reranks the stage-1
+head's top ``rerank_k`` unseen items with it, above every other item.
 
 Bugs of the original avoided (spec section 7): SASRec dropout stays off; negatives are seeded, distinct
 and outside the user's whole training history (never the target); the candidate order ignores which
-candidate is the target; the stage-1 data is shuffled; one optimizer step per batch.
-"""
+candidate is the target; the stage-1 data is shuffled; one optimizer step per batch."""
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +21,7 @@ from torch import nn
 from recbole_llmsrec.cf_teacher import build_teacher, user_representation
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.config import require_at_least
-from recbole_llmsrec.data.item_text import (build_item_texts, build_item_titles,
-                                            without_special_tokens)
+from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles, without_special_tokens
 from recbole_llmsrec.distributed import rank
 from recbole_llmsrec.layers import projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm, load_llm_from_config,
@@ -35,15 +32,12 @@ USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[Cand
 
 def alignment_loss(user, item_emb, item_latent, item_recon, text_emb, text_latent, text_recon,
                    item_weight=0.5, text_weight=0.2):
-    """Stage-1 loss L_rec + L_match + item_weight * L_item + text_weight * L_text (spec section 2).
-
-    Every item-side and text-side tensor is ``[2, B, dim]``: index 0 the positive, 1 the negative.
-    L_rec uses the DECODED item embedding and a mean (not sum) over dimensions, as the original.
-    """
+    """Stage-1 loss L_rec + L_match + item_weight * L_item + text_weight * L_text (spec section 2). Item
+    and text tensors are ``[2, B, dim]`` (0: positive, 1: negative). L_rec uses the DECODED item embedding
+    and a mean (not sum) over dimensions, as the original."""
     logits = (user.unsqueeze(0) * item_recon).mean(-1)
-    labels = torch.stack([torch.ones_like(logits[0]), torch.zeros_like(logits[1])])
-    rec = F.binary_cross_entropy_with_logits(logits[0], labels[0]) + \
-        F.binary_cross_entropy_with_logits(logits[1], labels[1])
+    rec = F.binary_cross_entropy_with_logits(logits[0], torch.ones_like(logits[0])) + \
+        F.binary_cross_entropy_with_logits(logits[1], torch.zeros_like(logits[1]))
     match = F.mse_loss(item_latent[0], text_latent[0]) + F.mse_loss(item_latent[1], text_latent[1])
     item = F.mse_loss(item_recon[0], item_emb[0]) + F.mse_loss(item_recon[1], item_emb[1])
     text = F.mse_loss(text_recon[0], text_emb[0].detach()) + F.mse_loss(text_recon[1], text_emb[1].detach())
@@ -65,8 +59,7 @@ class AutoEncoder(nn.Module):
 
 class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     input_type = InputType.POINTWISE
-    # full_sort_predict is retrieve-then-rerank, not the LLM scores predict gives a candidate set:
-    # sampled evaluation must call predict (which scores each user's candidates in one prompt)
+    # full_sort_predict is retrieve-then-rerank: sampled evaluation must call predict (LLM scores)
     sampled_scores_from_full_sort = False
     # the LLM comes from llm_path; the text side is only used by stage 1 and discarded after (spec 2)
     unsaved_prefixes = ("llm.", "text_encoder.", "text_autoencoder.")
@@ -100,10 +93,9 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
                                              (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN))
         self.texts = [config["alignment_text_template"].replace("{text}", t)
                       for t in build_item_texts(dataset, config)]
-        template = config["prompt_template"]
+        self.prompt_template = template = config["prompt_template"]
         if "{history}" not in template or "{candidates}" not in template:
             raise ValueError("prompt_template must contain {history} and {candidates}.")
-        self.prompt_template = template
         self.history_max_items = require_at_least(config, "history_max_items", 1)
         self.num_candidates = require_at_least(config, "num_candidates", 2)
         self.rerank_k = config["rerank_k"]
@@ -119,8 +111,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     def train(self, mode=True):
         super().train(mode)
         self.cf_model.eval()
-        # HF checkpoints only modules in train mode; the LLM was loaded without dropout (load_llm's
-        # frozen=True), so it computes the same function in either mode
+        # HF checkpoints only modules in train mode; without dropout (frozen=True) both modes agree
         self.llm.train(mode and self.llm_checkpointing)
         return self
 
@@ -144,8 +135,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
     def _users(self, interaction):
         """The teacher's user vectors of the rows of ``interaction``."""
-        sequences, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        return user_representation(self.cf_model, sequences, lengths)
+        return user_representation(self.cf_model, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
 
     def _device(self):
         return self.user_proj[0].weight.device
@@ -178,9 +168,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         text_emb = mean_pooled(self.text_encoder, self.text_tokenizer, texts,
                                self.config["text_encoder_max_length"]).float().view(2, len(users), -1)
         text_latent, text_recon = self.text_autoencoder(text_emb)
-        return alignment_loss(user, item_emb, item_latent, item_recon, text_emb, text_latent,
-                              text_recon, self.config["stage1_item_weight"],
-                              self.config["stage1_text_weight"])
+        return alignment_loss(user, item_emb, item_latent, item_recon, text_emb, text_latent, text_recon,
+                              self.config["stage1_item_weight"], self.config["stage1_text_weight"])
 
     def finish_stage1(self):
         """Freeze the item encoder and drop the text side (only the item encoder is used later)."""
@@ -224,11 +213,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         return [seq[max(0, n - self.history_max_items):n] for seq, n in zip(seqs, lengths)]
 
     def _embed(self, ids, users, slot_items):
-        """Input embeddings of ``ids`` [B, T] with the user and item soft tokens put in.
-
-        ``users``: [B, d] SASRec user states; ``slot_items``: item ids of every history/candidate slot in
-        row-major order (the order the slots appear).
-        """
+        """Input embeddings of ``ids`` [B, T] with the soft tokens of ``users`` [B, d] (SASRec states) and
+        ``slot_items`` (item ids of every history/candidate slot, in the order the slots appear) put in."""
         user_slots = ids == self.user_token_id
         item_slots = (ids == self.history_token_id) | (ids == self.candidate_token_id)
         if item_slots.sum().item() != len(slot_items) or (user_slots.sum(1) != 1).any():
@@ -273,14 +259,11 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     @attention_kernels()
     def prompt_log_likelihoods(self, users, histories, candidate_lists):
         """LLM log-likelihood of ``"title"</s>`` for each candidate of several prompts, in ONE forward.
-
-        After each prompt its candidates' answers are merged into a token trie (answers sharing a prefix,
-        e.g. the opening quote, share its tokens): a trie token attends to its prompt and its own
-        ancestors, at the position it has right after the prompt, so each answer is scored exactly as if
-        teacher-forced alone after the prompt, with no per-candidate copy of the prompt's keys/values.
-        The vocabulary projection runs in float32 only at the states that predict an answer token (the
-        prompt's last, each trie token with children), each once. Identical titles share a path and tie.
-        """
+        After each prompt its candidates' answers form a token trie (shared prefixes share tokens); a trie
+        token attends to its prompt and ancestors at its position right after the prompt, so each answer
+        scores exactly as if teacher-forced alone, with no per-candidate copy of the prompt's keys/values.
+        The float32 vocabulary projection runs only at states predicting an answer token (the prompt's
+        last, each trie token with children), each once. Identical titles share a path and tie."""
         rows, slot_items, node_rows, predictors, tokens, answer_nodes = [], [], [], [], [], []
         for row, (history, candidates) in enumerate(zip(histories, candidate_lists)):
             prompt = self._prompt_ids(history, candidates)
@@ -314,8 +297,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         head = self.llm.get_output_embeddings()
         weight, tokens = head.weight.float(), torch.tensor(tokens, device=device)
         bias = None if head.bias is None else head.bias.float()
-        # log p(token | state) = logit - logsumexp(logits): the normaliser in chunks of states (no
-        # [states, vocabulary] tensor kept), each node's own logit by one dot product
+        # log p = logit - logsumexp, chunked (no [states, vocabulary] tensor); own logits by dot product
         normaliser = torch.cat([F.linear(chunk, weight, bias).logsumexp(-1)
                                 for chunk in states.split(self.rank_projection_rows)])
         node_scores = (states[state_of_node] * weight[tokens]).sum(-1) - normaliser[state_of_node]
@@ -329,10 +311,9 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
     @attention_kernels()
     def generate_answer(self, interaction_row, candidates, max_new_tokens):
         """Greedy free-text answer of the LLM for ONE user and its candidates (the paper's protocol)."""
-        device = self._device()
         users = self._users(interaction_row)
         history = self._history(interaction_row)[0]
-        ids = torch.tensor([self._prompt_ids(history, candidates)], device=device)
+        ids = torch.tensor([self._prompt_ids(history, candidates)], device=self._device())
         output = self.llm.generate(inputs_embeds=self._embed(ids, users, history + candidates),
                                    attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                    do_sample=False, num_beams=1, eos_token_id=self.eos_token_id,
@@ -341,8 +322,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
     @torch.no_grad()
     def llm_scores(self, interaction, candidate_lists):
-        """LLM scores of each row's candidates: in chunks of ``num_candidates`` (one prompt each, in the
-        fixed candidate order), ``rank_batch_size`` prompts per forward."""
+        """LLM scores of each row's candidates: ``num_candidates`` per prompt (in ``candidate_order``),
+        ``rank_batch_size`` prompts per forward."""
         users = self._users(interaction)
         histories = self._history(interaction)
         prompts = [(row, ordered[start:start + self.num_candidates])
@@ -360,8 +341,7 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
                 for s, candidates in zip(scores, candidate_lists)]
 
     def predict(self, interaction):
-        # sampled evaluation gives one row per (user, candidate); group the rows by user: its id first,
-        # so two users with identical sequences in one batch keep their own candidate sets
+        # one row per (user, candidate): grouped by user id first, so users with equal sequences stay apart
         first_row, user = rows_by_user(interaction, self.USER_ID, self.ITEM_SEQ, self.ITEM_SEQ_LEN)
         items = interaction[self.ITEM_ID]
         candidates = [list(dict.fromkeys(items[user == u].tolist())) for u in range(len(first_row))]
@@ -383,9 +363,9 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
 
 
 def _prompts_with_tries(rows, pad_id):
-    """Right-padded ids, positions and the [B, 1, T, T] allowed-attention mask of ``rows``: each a
-    ``(prompt ids, trie tokens, trie parents)`` (parent -1: the prompt). The prompt is causal; a trie
-    token sees the prompt, its ancestors and itself, at position len(prompt) + its depth."""
+    """Right-padded ids, positions and [B, 1, T, T] allowed-attention mask of ``rows`` ``(prompt ids, trie
+    tokens, trie parents)`` (parent -1: the prompt); a trie token sees the prompt, its ancestors and
+    itself, at position len(prompt) + its depth."""
     length = max(len(prompt) + len(trie) for prompt, trie, _ in rows)
     length += -length % 16          # a mask row aligned for SDPA's memory-efficient kernel
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -410,8 +390,7 @@ def _prompts_with_tries(rows, pad_id):
 
 
 def _pad_with_answers(prompts, answers, pad_id, device):
-    """Right-padded ``prompt + answer`` ids, mask, the positions whose states predict answer tokens and
-    those tokens (for a loss on the answers only)."""
+    """Right-padded ``prompt + answer`` ids, mask, the positions predicting answer tokens and the tokens."""
     length = max(len(p) + len(a) for p, a in zip(prompts, answers))
     ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), length, dtype=torch.long)
@@ -420,9 +399,8 @@ def _pad_with_answers(prompts, answers, pad_id, device):
         sequence = prompt + answer
         ids[row, : len(sequence)] = torch.tensor(sequence)
         mask[row, : len(sequence)] = 1
-        for offset, token in enumerate(answer):
-            rows.append(row)
-            positions.append(len(prompt) + offset - 1)
-            labels.append(token)
+        rows += [row] * len(answer)
+        positions += range(len(prompt) - 1, len(sequence) - 1)
+        labels += answer
     label_positions = (torch.tensor(rows, device=device), torch.tensor(positions, device=device))
     return ids.to(device), mask.to(device), label_positions, torch.tensor(labels, device=device)

@@ -1,17 +1,15 @@
 """HLLM (ByteDance, "Hierarchical Large Language Model"; code bytedance/HLLM) as a RecBole model.
 
-Item LLM: ``item_prompt`` + ``name: value`` fields (cut to ``max_text_length`` tokens) + one learnable
-[ITEM] input vector, whose last hidden state is the item embedding. User LLM: a causal decoder fed the
-item embeddings (through a linear adapter when the sizes differ); each position predicts the next item.
-Loss: InfoNCE with a learnable temperature over ``num_negatives`` uniform items encoded in the same step,
-shared by every position (spec ``hllm.md`` 1-3).
+Item LLM: ``item_prompt`` + ``name: value`` fields (cut to ``max_text_length`` tokens) + a learnable [ITEM]
+input vector, whose last hidden state is the item embedding. User LLM: a causal decoder fed the item
+embeddings (via a linear adapter if sizes differ); each position predicts the next item (spec ``hllm.md``
+1-3). Loss: InfoNCE, learnable temperature, ``num_negatives`` uniform items per step shared by all positions.
 
 Departures (spec section 7; README "HLLM"): fields joined by ``item_text_separator`` (the original wrote
 "title: Xdescription: Y"); only real items are encoded, each distinct item of a step once (the original
 also encoded random padding items); float32 logits and scores; windows of ``MAX_ITEM_LIST_LENGTH``
 transitions make every training interaction a target once (the original's chunking dropped some);
-``clip_grad_norm`` is applied (the original read it and never used it).
-"""
+``clip_grad_norm`` is applied (the original read it and never used it)."""
 
 import hashlib
 import math
@@ -32,12 +30,9 @@ from recbole_llmsrec.llm import (attention_kernels, load_llm_from_config, packed
 
 
 def info_nce_loss(user, positive, negatives, logit_scale, threshold):
-    """InfoNCE of ``user`` [P, D] against its ``positive`` [P, D] and shared ``negatives`` [K, D].
-
-    Vectors are L2-normalised, a negative whose cosine to the positive exceeds ``threshold`` is masked
-    (a near-duplicate of the target is not a negative), logits are scaled by ``exp(logit_scale)``;
-    everything in float32 (spec 3).
-    """
+    """InfoNCE of ``user`` [P, D] against its ``positive`` [P, D] and shared ``negatives`` [K, D], in
+    float32 on L2-normalised vectors, logits scaled by ``exp(logit_scale)``; a negative whose cosine to
+    the positive exceeds ``threshold`` (a near-duplicate of the target) is masked (spec 3)."""
     user, positive, negatives = (F.normalize(x.float(), dim=-1) for x in (user, positive, negatives))
     positive_logit = (user * positive).sum(-1, keepdim=True)
     logits = torch.cat([positive_logit, user @ negatives.T], dim=1) * logit_scale.float().exp()
@@ -51,23 +46,19 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        # a frozen Item LLM is loaded without dropout and frozen (load_llm's frozen=True)
         self.item_llm_frozen = bool(config["freeze_item_llm"])
         self.item_llm, self.tokenizer = load_llm_from_config(config, prefix="item_llm", kind="base",
                                                              frozen=self.item_llm_frozen)
         use_packed_attention(self.item_llm)
-        self.user_llm, _ = load_llm_from_config(config, prefix="user_llm", kind="base",
-                                                with_tokenizer=False)
+        self.user_llm, _ = load_llm_from_config(config, prefix="user_llm", kind="base", with_tokenizer=False)
         # each position predicts the next item: a User LLM that looks ahead would see its targets
         require_causal(self.user_llm, "user_llm_path")
-        # it reads item embeddings, never tokens: its token table would be a trainable parameter
-        # without a gradient (AdamW skips it; DDP waits for it)
+        # it reads item embeddings, never tokens: a trainable token table without gradient stalls DDP
         self.user_llm.get_input_embeddings().requires_grad_(False)
         item_size = self.item_llm.get_input_embeddings().embedding_dim
         user_size = self.user_llm.get_input_embeddings().embedding_dim
         self.adapter = nn.Identity() if item_size == user_size else nn.Linear(item_size, user_size)
-        self.item_token = nn.Parameter(torch.randn(item_size) * 0.02,
-                                       requires_grad=not config["freeze_item_llm"])
+        self.item_token = nn.Parameter(torch.randn(item_size) * 0.02, requires_grad=not self.item_llm_frozen)
         # shape [1], not a scalar: FSDP shards no 0-d parameter
         self.logit_scale = nn.Parameter(torch.tensor([math.log(1 / config["temperature_init"])]))
         self.max_logit_scale = math.log(1 / config["temperature_min"])
@@ -78,8 +69,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         self.pack_item_texts = config["item_encode_packed"]
         self.autocast_dtype = config["mixed_precision"]
 
-        prompt = config["item_prompt"]
-        self.item_texts = [prompt + t for t in build_item_texts(dataset, config)[1:]]
+        self.item_texts = [config["item_prompt"] + t for t in build_item_texts(dataset, config)[1:]]
         encoded = self.tokenizer(self.item_texts, truncation=True,
                                  max_length=config["max_text_length"])["input_ids"]
         self.item_token_ids = [[]] + encoded  # padding item 0 is never encoded
@@ -96,16 +86,15 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
 
     def train(self, mode=True):
         super().train(mode)
-        # RecBole's epoch calls model.train(): a frozen Item LLM stays in eval mode whatever the model's
-        # mode, so the item table it builds and caches is never dropout-noised
+        # a frozen Item LLM stays in eval mode: the item table it caches is never dropout-noised
         if self.item_llm_frozen:
             self.item_llm.eval()
         return self
 
     # ----- Item LLM ---------------------------------------------------------------------------
     def token_budget_batches(self, items):
-        """``items`` sorted by token length and cut into batches of at most ``item_encode_tokens`` tokens
-        (text + [ITEM]) counted padded to the batch's longest text; a longer text is a batch alone."""
+        """``items`` by token length in batches of <= ``item_encode_tokens`` tokens (text + [ITEM], padded
+        to the batch's longest); a longer text is a batch alone."""
         batches, size = [], lambda item: len(self.item_token_ids[item]) + 1
         for item in sorted(items, key=size):
             if not batches or (len(batches[-1]) + 1) * size(item) > self.item_encode_tokens:
@@ -114,8 +103,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         return batches
 
     def _encode_batch(self, items):
-        """[ITEM] states of ``items``: packed with no padding on CUDA (varlen attention), padded to the
-        batch's longest text elsewhere (the CPU path and the reference the tests compare)."""
+        """[ITEM] states of ``items``: packed on CUDA (varlen attention), else padded (tests' reference)."""
         device = self.item_token.device
         # built on the host and copied once: no per-text copy or device sync
         texts = [torch.tensor(self.item_token_ids[i] + [0]) for i in items]   # + the [ITEM] slot
@@ -138,8 +126,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         return hidden[item_slot].float()
 
     def frozen_item_table(self):
-        """With ``freeze_item_llm`` the Item LLM and [ITEM] never change, so every item's embedding is
-        computed once and kept in the embedding cache under ``checkpoint_dir`` (reused across runs)."""
+        """``freeze_item_llm``: Item LLM and [ITEM] never change; each item embedded once, cached on disk."""
         if self._frozen_table is None:
             config = self.config
             token = hashlib.sha256(self.item_token.detach().float().cpu().numpy().tobytes()).hexdigest()
@@ -191,9 +178,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
 
     @torch.no_grad()
     def after_optimizer_step(self):
-        """Temperature in [temperature_min, 1]: the original clamped before each forward; clamping at
-        start and after each step gives every forward the same value, and under FSDP it changes the
-        stored (sharded) parameter, not the temporary copy a forward sees."""
+        """Temperature in [temperature_min, 1], clamped at start and after each step (the original: before
+        each forward): every forward sees one value; FSDP changes the stored shard, not a forward's copy."""
         self.logit_scale.clamp_(0, self.max_logit_scale)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -203,8 +189,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def calculate_loss(self, interaction):
-        """The step's loss in ONE mixed-precision region: fp32 weights are cast once per step, not once
-        per Item LLM batch (autocast drops its cast cache when the outermost region closes)."""
+        """ONE autocast region per step: fp32 weights are cast once, not per Item LLM batch (autocast drops
+        its cast cache when the outermost region closes)."""
         with self._autocast(interaction[self.ITEM_SEQ].device):
             return self._next_item_loss(interaction)
 
@@ -224,8 +210,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         sequence_emb = embeddings[where[: sequence.numel()]].view(*sequence.shape, -1)
         negative_emb = embeddings[where[sequence.numel():]]
 
-        inputs = sequence[:, :-1]
-        states = self._user_states(sequence_emb[:, :-1], inputs > 0)
+        states = self._user_states(sequence_emb[:, :-1], sequence[:, :-1] > 0)
         valid = sequence[:, 1:] > 0                                      # positions with a next item
         return info_nce_loss(states[valid], sequence_emb[:, 1:][valid], negative_emb,
                              self.logit_scale, self.nce_threshold)
@@ -235,7 +220,6 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         return self.item_token.device
 
     def compute_item_matrix(self, items):
-        """The embeddings (User LLM space) of ``items``, length-sorted batches through the Item LLM."""
         with self._autocast(items.device):
             return self.encode_items(items)
 

@@ -1,16 +1,15 @@
 """LLM-SRec ("Lost in Sequence", KDD'25; code Sein-Kim/LLM-SRec) as a RecBole sequential recommender.
 
 A frozen LLM reads a prompt with the user's last ``history_max_items`` items, each followed by a
-``[HistoryEmb]`` soft token carrying a frozen, pre-trained SASRec's projected item embedding; the
-last-layer state at ``[UserOut]`` is the user vector, an item prompt's ``[ItemOut]`` state the item
-vector, and SASRec's user representation is distilled into the LLM's (spec ``llmsrec.md`` 2-5). Only
-``item_emb_proj``, the two output-token vectors and the three heads train.
+``[HistoryEmb]`` soft token (a frozen SASRec's projected item embedding); the last-layer state at
+``[UserOut]`` is the user vector, an item prompt's ``[ItemOut]`` state the item vector, and SASRec's user
+representation is distilled into the LLM's (spec ``llmsrec.md`` 2-5). Only ``item_emb_proj``, the two
+output-token vectors and the three heads train.
 
 Departures (spec section 10; README "LLMSRec" has the rest): bare decoder with an attention mask (the
 original computed vocabulary logits for nothing and had no mask); the embedding matrix is not resized;
 negatives exclude the history AND the target (the original could draw the target), are distinct and
-seeded; the teacher runs in eval mode (the original left its dropout on); int8 loading not reproduced.
-"""
+seeded; the teacher runs in eval mode (the original left its dropout on); int8 loading not reproduced."""
 
 import time
 
@@ -24,8 +23,7 @@ from transformers import DynamicCache
 from recbole_llmsrec.cf_teacher import build_teacher, user_representation
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.config import require_at_least
-from recbole_llmsrec.data.item_text import (build_item_titles, truncate_to_tokens,
-                                            without_special_tokens)
+from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens, without_special_tokens
 from recbole_llmsrec.distributed import rank
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation, in_length_order, projection_mlp, rows_by_user
 from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm_from_config,
@@ -45,8 +43,7 @@ def uniformity(x):
 def distillation_loss(user_llm, user_cf, uniformity_weight=1.0):
     """MSE(normalize(u_LLM), normalize(u_CF)) + w * (uniformity(u_LLM) + uniformity(u_CF)) (spec 5)."""
     user_llm, user_cf = F.normalize(user_llm, dim=-1), F.normalize(user_cf, dim=-1)
-    return F.mse_loss(user_llm, user_cf) + uniformity_weight * (
-        uniformity(user_llm) + uniformity(user_cf))
+    return F.mse_loss(user_llm, user_cf) + uniformity_weight * (uniformity(user_llm) + uniformity(user_cf))
 
 
 class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender):
@@ -57,8 +54,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         self.cf_model, loaded = build_teacher(config, dataset)
         self.register_buffer("cf_teacher_ready", torch.tensor(loaded))
 
-        # frozen: no dropout even in the train mode gradient checkpointing needs (see load_llm)
-        self.llm, self.tokenizer = load_llm_from_config(config, kind="base", frozen=True)
+        self.llm, self.tokenizer = load_llm_from_config(config, kind="base", frozen=True)  # no dropout
         require_causal(self.llm, "llm_path")  # prompts are read left to right; the prefix cache too
         self.llm_checkpointing = uses_gradient_checkpointing(self.llm)
         self.tokenizer.add_tokens([HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN], special_tokens=True)
@@ -119,10 +115,8 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     def _time_list_field(self, config, dataset):
         time_field = dataset.time_field
-        if not config["history_show_time"] or time_field is None:
-            return None
-        if time_field not in dataset.field2type:
-            return None  # the dataset has no time column: dates are left out of the prompt
+        if not config["history_show_time"] or time_field is None or time_field not in dataset.field2type:
+            return None  # off, or the dataset has no time column: no dates in the prompt
         if config["normalize_all"] or time_field in (config["normalize_field"] or []):
             raise ValueError(f"history_show_time needs raw timestamps, but {time_field} is normalised: "
                              "set normalize_all: False (or drop it from normalize_field).")
@@ -131,16 +125,13 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
     # ----- modes and checkpoints --------------------------------------------------------------
     def train(self, mode=True):
         super().train(mode)
-        # Frozen parts run in eval mode (no dropout), except that HF applies gradient checkpointing only
-        # to a module in train mode: with llm_gradient_checkpointing the LLM follows the model's mode.
-        # It was loaded with every dropout probability at 0 (load_llm's frozen=True), so it computes
-        # the same function in either mode, as the original's LLM in eval().
+        # HF checkpoints only modules in train mode: with llm_gradient_checkpointing the LLM follows the
+        # model's mode; without dropout (frozen=True) it computes the same as the original's LLM in eval()
         self.llm.train(mode and self.llm_checkpointing)
         self.cf_model.eval()
         return self
 
     def load_cf_teacher(self, state_dict):
-        """Put pre-trained SASRec weights into the (frozen) teacher."""
         self.cf_model.load_state_dict(state_dict)
         self.cf_teacher_ready.fill_(True)
 
@@ -150,8 +141,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     def _user_prompts(self, interaction):
         """Prompts of a batch of users and their history items (row-major, as the slots appear)."""
-        item_seq = interaction[self.ITEM_SEQ].tolist()
-        lengths = interaction[self.ITEM_SEQ_LEN].tolist()
+        item_seq, lengths = interaction[self.ITEM_SEQ].tolist(), interaction[self.ITEM_SEQ_LEN].tolist()
         times = interaction[self.time_list_field].tolist() if self.time_list_field else None
         prompts, history = [], []
         for row, (seq, length) in enumerate(zip(item_seq, lengths)):
@@ -169,8 +159,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     # ----- LLM forward ------------------------------------------------------------------------
     def _prefix_ids(self, kind):
-        """Token ids every prompt of ``kind`` starts with (the last token of the fixed text is left out:
-        it may merge with what follows)."""
+        """Token ids every ``kind`` prompt starts with (less the fixed text's last: it may merge onward)."""
         template = self.user_template if kind == "user" else self.item_template
         fixed = template.replace("{history}", _SPLIT).replace("{title}", _SPLIT).split(_SPLIT)[0]
         return self.tokenizer(fixed)["input_ids"][:-1]
@@ -190,16 +179,14 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     def _can_use_prefix_cache(self):
         # checkpointed layers re-run in backward and would append to the cache a second time
-        recomputes = self.llm_checkpointing and torch.is_grad_enabled()
-        return self.use_prefix_cache and not recomputes
+        return self.use_prefix_cache and not (self.llm_checkpointing and torch.is_grad_enabled())
 
     def _llm_states(self, prompts, history_items, out_token_id, out_embedding, kind, use_prefix_cache):
         """Last-layer hidden state at the output token of each prompt, float32 ``[len(prompts), H]``."""
         device = out_embedding.device
         batch = self.tokenizer(prompts, padding=True, return_tensors="pt").to(device)
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        history_slots = ids == self.history_token_id
-        out_slots = ids == out_token_id
+        history_slots, out_slots = ids == self.history_token_id, ids == out_token_id
         if history_slots.sum().item() != len(history_items) or (out_slots.sum(1) != 1).any():
             raise ValueError(f"the tokenizer of {self.llm.name_or_path} did not keep the soft-token "
                              "slots of the prompts as single special tokens.")
@@ -239,8 +226,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     # ----- training ---------------------------------------------------------------------------
     def sample_negatives(self, users):
-        """``train_negatives`` distinct items per user outside its whole training history (and so
-        never the target), seeded."""
+        """``train_negatives`` seeded distinct items per user outside its history (never the target)."""
         return sample_unseen_items(self.history_matrix, users, self.num_negatives, self.n_items,
                                    self.negative_generator).to(users.device)
 
@@ -275,8 +261,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     @torch.no_grad()
     def _eval_users(self, interaction):
-        """User representations, ``llm_eval_batch_size`` users of similar prompt length per forward
-        (the length of a prompt: its history titles' tokens)."""
+        """``llm_eval_batch_size`` users per forward, batched by prompt length (history titles' tokens)."""
         seq, length = interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu().unsqueeze(1)
         position = torch.arange(seq.shape[1])
         shown = (position >= length - self.history_max_items) & (position < length)
@@ -288,8 +273,7 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
 
     def predict(self, interaction):
         # sampled evaluation repeats each user once per candidate: encode each distinct user once
-        first_row, user = rows_by_user(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN,
-                                       self.time_list_field)
+        first_row, user = rows_by_user(interaction, self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.time_list_field)
         users = self._eval_users(interaction[first_row])[user]
         return (users * self.item_matrix()[interaction[self.ITEM_ID]]).sum(-1)
 
