@@ -82,8 +82,16 @@ def evaluate_checkpoint(trainer, train_data, test_data, path):
                          f"this {config['model']} run: {differences or 'another model'}. Pass the same "
                          "--model, --dataset and config files as its training run.")
     trainer.eval_collector.data_collect(train_data)  # as fit does: coverage/popularity metrics need it
-    test_result = trainer.evaluate(test_data, load_best_model=True, model_file=path,
-                                   show_progress=config["show_progress"])
+    try:
+        test_result = trainer.evaluate(test_data, load_best_model=True, model_file=path,
+                                       show_progress=config["show_progress"])
+    except RuntimeError as error:  # RecBole's load_state_dict: weights of other sizes
+        if "size mismatch" not in str(error):
+            raise
+        raise ValueError(f"--evaluate={path}: its weights do not fit this {config['model']} "
+                         f"({str(error).splitlines()[1].strip()}). Pass the model settings of its "
+                         "training run (a teacher saved by LLMSRec/ALLMRec has their cf_config's sizes).") \
+            from error
     getLogger().info(set_color("test result", "yellow") + f"{shuffled_note(config)}: {test_result}")
     return test_result
 

@@ -257,6 +257,9 @@ def test_evaluate_refuses_a_checkpoint_of_another_model_or_data(small_sasrec_con
     with pytest.raises(ValueError, match="user_inter_num_interval"):
         run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config,
                     "user_inter_num_interval": "[0,30]"}, evaluate=trained["saved_model_file"])
+    with pytest.raises(ValueError, match="weights do not fit this SASRec.*size mismatch"):
+        run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config, "hidden_size": 32},
+                    evaluate=trained["saved_model_file"])   # e.g. a teacher's checkpoint, other sizes
 
 
 def test_recbole_creates_checkpoint_dir_safely_when_another_process_just_did(tmp_path, monkeypatch):
