@@ -75,7 +75,8 @@ def checked_teacher(teacher):
 def teacher_config(config):
     """The run's config for ``cf_model`` with ``cf_config`` over it (``derived_config``); a partial
     ``cf_config.eval_args`` completes the run's. Data, split or sequence length changes are refused."""
-    overrides = dict(config["cf_config"] or {})
+    # the teacher is trained and early-stopped as usual even when the run's evaluation is a diagnostic
+    overrides = {"eval_shuffle_history": False, "eval_item_groups": None, **(config["cf_config"] or {})}
     if isinstance(overrides.get("eval_args"), dict):
         overrides["eval_args"] = {**config["eval_args"], **overrides["eval_args"]}
     cf_config = derived_config(config, teacher_class(config["cf_model"]).__name__, overrides)

@@ -1,6 +1,7 @@
 """Model and trainer lookup: this plugin's classes first, then RecBole's (as RecBole-GNN does)."""
 
 import difflib
+import functools
 import importlib
 import os
 import pkgutil
@@ -17,6 +18,7 @@ def plugin_model_names():
     return list(importlib.import_module(PLUGIN_MODEL_MODULE).__all__)
 
 
+@functools.lru_cache(maxsize=1)
 def recbole_model_modules():
     """``{module name: package}`` of RecBole's model files, found without importing them (importing
     ``exlib_recommender`` needs lightgbm and xgboost)."""

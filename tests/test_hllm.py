@@ -1,6 +1,7 @@
 """HLLM: InfoNCE as specified, Item-LLM training/freezing, one encoding per distinct item, evaluation."""
 
 import math
+import pathlib
 
 import pytest
 import torch
@@ -249,3 +250,27 @@ def test_a_training_step_opens_one_mixed_precision_region(hllm_config, monkeypat
     encoded = model.items_encoded
     model.calculate_loss(next(iter(train_data)))
     assert model.items_encoded - encoded > 100 and len(regions) == 1
+
+
+def test_texts_are_packed_by_default_only_on_cuda_in_half_precision(hllm_config):
+    _, model, *_ = prepare(hllm_config)   # fp32 weights: flash has no fp32 kernel, the fallback a dense mask
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    model.autocast_dtype = None
+    assert not model.packs_texts(cuda) and not model.packs_texts(cpu)
+    model.autocast_dtype = "bfloat16"
+    assert model.packs_texts(cuda) and not model.packs_texts(cpu)
+    model.pack_item_texts = True
+    assert model.packs_texts(cpu)
+
+
+def test_frozen_item_table_cached_in_fp32_is_not_reused_under_bf16_autocast(hllm_config, monkeypatch):
+    from recbole_llmsrec.embedding_cache import CACHE_SUBDIR
+
+    config, model, *_ = prepare(dict(hllm_config, freeze_item_llm=True))
+    model.item_texts = model.item_texts[:50]
+    fp32 = model.frozen_item_table().clone()
+    model._frozen_table = None
+    monkeypatch.setattr(model, "_compute_dtype", lambda device: torch.bfloat16)   # CPU bf16 autocast
+    bf16 = model.frozen_item_table()
+    assert len(list((pathlib.Path(config["checkpoint_dir"]) / CACHE_SUBDIR).glob("*.pt"))) == 2   # one per dtype
+    assert not torch.equal(fp32, bf16)

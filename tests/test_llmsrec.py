@@ -345,3 +345,12 @@ def test_bert4rec_teacher_user_vector_is_the_one_it_ranks_with(llmsrec_config):
 def test_a_model_that_cannot_teach_is_refused_with_the_reason(llmsrec_config, name, message):
     with pytest.raises(ValueError, match=message):
         prepare(dict(llmsrec_config, cf_model=name, cf_config={"loss_type": "CE"}))
+
+
+def test_the_teacher_trains_and_validates_without_the_runs_diagnostics(llmsrec_config):
+    from recbole_llmsrec.cf_teacher import teacher_config
+
+    config = Config(model="LLMSRec", dataset="ml-100k", config_dict=dict(
+        llmsrec_config, eval_shuffle_history=True, eval_item_groups=[10]))
+    teacher = teacher_config(config)
+    assert not teacher["eval_shuffle_history"] and not teacher["eval_item_groups"]

@@ -79,10 +79,21 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         self.negative_generator = torch.Generator().manual_seed(config["seed"] + rank())
         self.items_encoded = 0  # rows through the Item LLM, to check each distinct item runs once
 
+    def _compute_dtype(self, device):
+        """The autocast dtype on ``device`` (``mixed_precision``, on CUDA only), or None."""
+        return getattr(torch, self.autocast_dtype) if device.type == "cuda" and self.autocast_dtype else None
+
     def _autocast(self, device):
-        enabled = device.type == "cuda" and self.autocast_dtype is not None
-        dtype = getattr(torch, self.autocast_dtype or "bfloat16")
-        return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+        dtype = self._compute_dtype(device)
+        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    def packs_texts(self, device):
+        """``item_encode_packed``; by default on CUDA in half precision only: flash has no fp32 kernel, and
+        the fp32 fallback's dense mask over a whole pack could exhaust memory."""
+        if self.pack_item_texts is not None:
+            return bool(self.pack_item_texts)
+        half = self._compute_dtype(device) or self.item_llm.dtype in (torch.bfloat16, torch.float16)
+        return device.type == "cuda" and bool(half)
 
     def train(self, mode=True):
         super().train(mode)
@@ -108,7 +119,7 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
         # built on the host and copied once: no per-text copy or device sync
         texts = [torch.tensor(self.item_token_ids[i] + [0]) for i in items]   # + the [ITEM] slot
         self.items_encoded += len(items)
-        if self.pack_item_texts or (self.pack_item_texts is None and device.type == "cuda"):
+        if self.packs_texts(device):
             lengths = [len(t) for t in texts]
             embeds = self.item_llm.get_input_embeddings()(torch.cat(texts).to(device, non_blocking=True))
             item_slot = torch.tensor(lengths).cumsum(0).to(device, non_blocking=True) - 1
@@ -131,7 +142,8 @@ class HLLM(ItemMatrixPerEvaluation, SequentialRecommender):
             config = self.config
             token = hashlib.sha256(self.item_token.detach().float().cpu().numpy().tobytes()).hexdigest()
             identity = (f"{encoder_identity(self.item_llm, config['item_llm_path'])}|[ITEM] {token}"
-                        f"|max_text_length {config['max_text_length']}")
+                        f"|max_text_length {config['max_text_length']}"   # bf16 and fp32 tables differ:
+                        f"|autocast {self._compute_dtype(self.item_token.device)}")
             item_of_text = {text: item for item, text in enumerate(self.item_texts, 1)}
             batches = self.token_budget_batches(range(1, len(self.item_texts) + 1))
             rows = [[item - 1 for item in batch] for batch in batches]
