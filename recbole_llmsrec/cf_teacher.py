@@ -104,22 +104,21 @@ def build_teacher(config, dataset):
                          f"{config['cf_model']}: set cf_model: {cf_config['model']} to use it.")
     cf_config.final_config_dict["device"] = config["device"]
     teacher = checked_teacher(teacher_class(cf_config["model"])(cf_config, dataset))
-    check_same_data(config, dataset, cf_config, checkpoint["state_dict"]["item_embedding.weight"].shape[0],
-                    path, expected_rows=teacher.item_embedding.num_embeddings)
+    check_same_data(config, cf_config, checkpoint["state_dict"]["item_embedding.weight"].shape[0],
+                    teacher.item_embedding.num_embeddings, path)
     teacher.load_state_dict(checkpoint["state_dict"])
     getLogger().info(set_color(f"{cf_config['model']} teacher loaded from", "green") + f": {path}")
     return teacher, True
 
 
-def check_same_data(config, dataset, saved_config, n_items, path, key="cf_checkpoint", expected_rows=None):
+def check_same_data(config, saved_config, n_items, expected_rows, path, key="cf_checkpoint"):
     """Refuse a checkpoint (``key``) whose run used other data than this one, naming the difference;
-    ``n_items``: its item table's rows, ``expected_rows`` this run's (default: the dataset's items)."""
+    ``n_items``: its item table's rows, ``expected_rows`` those of this run's teacher."""
     mismatched = data_differences(config, saved_config)
     if mismatched:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in mismatched.items())
         raise ValueError(f"{key}={path} was trained on other data ({detail}). Use a checkpoint of the "
                          f"same dataset and settings, or set {key}: ~ to train one.")
-    expected_rows = expected_rows or dataset.item_num
     if n_items != expected_rows:
         raise ValueError(f"{key}={path} has {n_items} item embeddings but dataset {config['dataset']} "
                          f"needs {expected_rows}: it was trained on another version of the data. Set "

@@ -175,9 +175,8 @@ class ALLMRecTrainer(CFTeacherTrainer):
             checkpoint = load_checkpoint(path, map_location=self.device)
             state = checkpoint["state"]
             rows = state["cf_model"]["item_embedding.weight"].shape[0]
-            check_same_data(self.config, train_data._dataset, checkpoint["config"], rows, path,
-                            key="stage1_checkpoint",
-                            expected_rows=self.model.cf_model.item_embedding.num_embeddings)
+            check_same_data(self.config, checkpoint["config"], rows,
+                            self.model.cf_model.item_embedding.num_embeddings, path, key="stage1_checkpoint")
             self.model.load_stage1_state_dict(state)
             self.logger.info(set_color("Stages 0-1 loaded from", "green") + f": {path}")
             return
