@@ -7,7 +7,7 @@ tables) and any --key=value config override; a Markdown table of the test result
 as ``recbole-llmsrec-group`` too.
 """
 
-from recbole_llmsrec.quick_start import group_main
+from recbole_llmsrec.group import group_main
 
 if __name__ == "__main__":
     group_main()

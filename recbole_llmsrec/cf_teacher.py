@@ -12,11 +12,13 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import set_color
 from torch import nn
 
+from recbole_llmsrec.checkpoint_data import check_checkpoint_data, data_ids
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import derived_config
 from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.distributed import as_single_process
-from recbole_llmsrec.evaluation import data_preparation
+from recbole_llmsrec.evaluation import data_preparation, training_matrix
+from recbole_llmsrec.fingerprint import data_fingerprint, fingerprint_line
 from recbole_llmsrec.llm import freeze
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
@@ -106,6 +108,7 @@ def build_teacher(config, dataset):
     teacher = checked_teacher(teacher_class(cf_config["model"])(cf_config, dataset))
     check_same_data(config, cf_config, checkpoint["state_dict"]["item_embedding.weight"].shape[0],
                     teacher.item_embedding.num_embeddings, path)
+    check_checkpoint_data(checkpoint.get("data"), data_ids(dataset), path, "cf_checkpoint")
     teacher.load_state_dict(checkpoint["state_dict"])
     getLogger().info(set_color(f"{cf_config['model']} teacher loaded from", "green") + f": {path}")
     return teacher, True
@@ -131,12 +134,29 @@ def pretrain_teacher(config, show_progress=False):
     logger = getLogger()
     cf_config = as_single_process(teacher_config(config))  # in a distributed job: rank 0 alone
     name = cf_config["model"]
-    logger.info(set_color(f"Pre-training the {name} teacher", "green") + f": {config['cf_config']}")
+    logger.info(set_color(f"Pre-training the {name} teacher (cf_config)", "green") + f": {config['cf_config']}")
     train_data, valid_data, test_data = data_preparation(cf_config, create_dataset(cf_config))
+    fingerprint = data_fingerprint(cf_config, train_data, valid_data, test_data,
+                                   training_matrix(train_data._dataset, sequential=True))
+    logger.info(f"{name} teacher {fingerprint_line(fingerprint)}")
     teacher = teacher_class(name)(cf_config, train_data._dataset).to(cf_config["device"])
     trainer = get_trainer(cf_config["MODEL_TYPE"], name)(cf_config, teacher)
+    trainer.data_ids = data_ids(train_data._dataset, fingerprint)
     trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=show_progress)
     logger.info(set_color(f"{name} teacher test result", "yellow") + f": {test_result}")
     logger.info(f"Reuse this teacher with cf_checkpoint: {trainer.saved_model_file}")
     return trainer.saved_model_file
+
+
+def show_loaded_teacher_settings(config):
+    """With ``cf_checkpoint`` set, ``cf_config`` is not used: it is replaced, in the config the run logs
+    and saves, by the loaded teacher's values of the same keys, and the log says so."""
+    path = config["cf_checkpoint"] if "cf_model" in config else None
+    if not path:
+        return
+    saved = load_checkpoint(path, map_location="cpu")["config"]
+    settings = {key: saved[key] for key in (config["cf_config"] or {}) if key in saved}
+    config.final_config_dict["cf_config"] = settings
+    getLogger().info(set_color(f"{saved['model']} teacher from cf_checkpoint", "green")
+                     + f" {path}; its settings (cf_config is not used): {settings}")

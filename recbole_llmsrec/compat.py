@@ -87,7 +87,8 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
     if distributed.rank() == 0:
         state = {"config": self.config, "epoch": epoch, "cur_step": self.cur_step,
                  "best_valid_score": float(self.best_valid_score), "state_dict": state_dict,
-                 "other_parameter": self.model.other_parameter(), "optimizer": optimizer_state}
+                 "other_parameter": self.model.other_parameter(), "optimizer": optimizer_state,
+                 "data": getattr(self, "data_ids", None)}  # the ids it was trained on (checkpoint_data)
         atomic_torch_save(state, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
@@ -193,7 +194,9 @@ def apply():
     from recbole.trainer.trainer import AbstractTrainer
 
     from recbole_llmsrec import distributed
+    from recbole_llmsrec.data import same_data
 
+    same_data.install()  # every model sees the same catalogue and time order (README "Comparing with SASRec")
     importlib.import_module("recbole.model.sequential_recommender")  # runs sine.py's global switch once
     torch.autograd.set_detect_anomaly(False)
     RecBoleConfig.__getstate__ = _config_getstate

@@ -7,6 +7,7 @@ Precedence, lowest first: RecBole's internal defaults < (plugin models only) the
 
 import os
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_llmsrec import distributed
@@ -27,6 +28,24 @@ class Config(RecBoleConfig):
             if isinstance(default, dict) and isinstance(given, dict):
                 final[key] = {**default, **given}
         return final
+
+    def _load_config_files(self, file_list):
+        """RecBole's merge of the config files (later ones win), recording in ``file_notes`` each key a
+        later file overrides and each file none of whose keys survives, for the run's log."""
+        merged, origin, self.file_notes = {}, {}, []
+        for path in file_list or []:
+            with open(path, encoding="utf-8") as file:
+                values = yaml.load(file.read(), Loader=self.yaml_loader) or {}
+            for key, value in values.items():
+                if key in merged and merged[key] != value:
+                    self.file_notes.append(("info", f"config: {key}={value!r} from {path} overrides "
+                                                    f"{merged[key]!r} from {origin[key]}"))
+                merged[key], origin[key] = value, path
+        for path in file_list or []:
+            if path not in origin.values():
+                self.file_notes.append(("warning", f"config file {path} has no effect: every key it "
+                                                   "sets is overridden by a later file"))
+        return merged
 
     def _init_device(self):
         # a torchrun or --nproc launch joins its process group here (NCCL on GPU, gloo on CPU)

@@ -86,8 +86,10 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
     if os.path.isfile(path):
         embeddings, problem = _load_checked(path, len(texts))
         if problem is None:
+            getLogger().info(f"Item embeddings read from the cache {path}")
             return embeddings
         getLogger(__name__).warning(f"Item embedding cache {path} is invalid, recomputing: {problem}")
+    getLogger().info(f"Encoding {len(texts)} item texts with the frozen encoder into the cache {path}")
 
     progress = tqdm(total=len(texts), desc=desc, disable=not show_progress)
 

@@ -5,13 +5,14 @@ it: every repeat a miss). ``eval_neg_exclude_history``: seeded negatives outside
 same at every validation, process and model (RecBole excluded only the target; the originals re-drew
 unseeded ones). ``PerUserSampledEvaluation``: one forward per user (RecBole: one per user and candidate)."""
 
+import inspect
 import math
-from logging import getLogger
 
 import numpy as np
 import torch
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader
+from recbole.evaluator.base_metric import TopkMetric
 from recbole.evaluator.collector import DataStruct
 from recbole.utils import EvaluatorType, ModelType
 
@@ -66,20 +67,27 @@ class HistoryMaskedFullSortEvalDataLoader(FullSortEvalDataLoader):
         return interaction, (rows[keep], items[keep]), positive_u, positive_i
 
 
-class HistoryExcludingSampler:
-    """A sampler for RecBole's ``NegSampleEvalDataLoader``: one phase's negatives, distinct and outside
-    each user's interactions. ``weights`` per item id (0 for padding): uniform (``uniN``) or users per
-    item (``popN``). Rejection sampling: O(N) per user, not O(catalogue), unless N nears what is left."""
+class SeededNegativeSampler:
+    """A sampler for RecBole's ``NegSampleEvalDataLoader``: one phase's negatives, distinct, outside each
+    user's ``excluded`` items (users x items CSR: everything the user interacted with under
+    ``eval_neg_exclude_history``, else the phase's targets, RecBole's rule), drawn by a generator seeded
+    with (``seed``, phase, user, the user's row index): the same candidates for every model, validation
+    and number of processes (RecBole's sampler drew from the global generator while batches were
+    collated, so two models, or two validations, saw other candidates). ``weights`` per item id (0 for
+    padding): uniform (``uniN``) or users per item (``popN``). Rejection sampling: O(N) per user, not
+    O(catalogue), unless N nears what is left. Interface RecBole's loader calls:
+    ``sample_by_user_ids(user_ids, item_ids, num)``; ``candidates(user, occurrence, num)`` is one row's draw."""
 
-    def __init__(self, phase, interacted, weights, seed):
-        self.phase, self.interacted, self.seed = phase, interacted, seed
+    def __init__(self, phase, excluded, weights, seed):
+        self.phase, self.excluded, self.seed = phase, excluded, seed
         self.weights = np.asarray(weights, dtype=np.float64)
         self.cumulative = np.cumsum(self.weights / self.weights.sum())
         self.drawable = np.flatnonzero(self.weights > 0)
 
-    def _draw(self, user, occurrence, num):
+    def candidates(self, user, occurrence, num):
+        """The ``num`` negatives of ``user``'s row number ``occurrence`` (0 for its first) in this phase."""
         rng = np.random.default_rng([self.seed, PHASES.index(self.phase), int(user), occurrence])
-        seen = self.interacted.indices[self.interacted.indptr[user]:self.interacted.indptr[user + 1]]
+        seen = self.excluded.indices[self.excluded.indptr[user] : self.excluded.indptr[user + 1]]
         if 2 * num > len(self.drawable) - len(seen):  # dense case: choose from the complement directly
             allowed = np.setdiff1d(self.drawable, seen)
             weights = self.weights[allowed]
@@ -94,11 +102,32 @@ class HistoryExcludingSampler:
 
     def sample_by_user_ids(self, user_ids, item_ids, num):
         """``num`` negatives per row, RecBole's layout: the k-th of row i at ``k * len(user_ids) + i``."""
-        occurrence, columns = {}, []
-        for user in np.asarray(user_ids).tolist():
-            occurrence[user] = occurrence.get(user, -1) + 1
-            columns.append(self._draw(user, occurrence[user], num))
+        columns = [self.candidates(user, occurrence, num)
+                   for user, occurrence in zip(*row_occurrences(user_ids))]
         return torch.from_numpy(np.stack(columns, axis=1).reshape(-1)).long()
+
+
+def is_sequential_split(split):
+    """Whether ``split`` holds sequential rows (an item list per row)."""
+    return getattr(split, "item_id_list_field", None) in split.inter_feat
+
+
+def evaluation_row_users(loader):
+    """The internal user id of each evaluation row, in the order RecBole's evaluator collects them."""
+    if hasattr(loader, "uid_list") and not (
+        isinstance(loader, FullSortEvalDataLoader) and is_sequential_split(loader._dataset)
+    ):
+        return np.asarray(loader.uid_list)
+    return loader._dataset.inter_feat[loader._dataset.uid_field].numpy()
+
+
+def row_occurrences(user_ids):
+    """``(users, occurrence)``: each row's user and how many earlier rows of ``user_ids`` it has."""
+    seen, users, occurrence = {}, np.asarray(user_ids).tolist(), []
+    for user in users:
+        seen[user] = seen.get(user, -1) + 1
+        occurrence.append(seen[user])
+    return users, occurrence
 
 
 def _negative_weights(config, phase, histories, item_num):
@@ -126,10 +155,14 @@ def _check_sample_size(config, phase, split, available, reason):
             "mode: full (with eval_mask_history: True to leave the history out of the ranking).")
 
 
+def training_matrix(train, sequential):
+    """users x items CSR (values 1) of every training interaction of the split ``train``."""
+    return _training_items(train) if sequential else _binary(train.inter_matrix(form="csr"))
+
+
 def item_train_counts(train, sequential):
     """Each item's number of users with it in their training interactions (``eval_item_groups``)."""
-    matrix = _training_items(train) if sequential else _binary(train.inter_matrix(form="csr"))
-    return np.asarray(matrix.sum(axis=0)).ravel()
+    return np.asarray(training_matrix(train, sequential).sum(axis=0)).ravel()
 
 
 def shuffle_histories(loader, config):
@@ -162,33 +195,34 @@ def data_preparation(config, dataset):
         return train_data, valid_data, test_data
 
     mask, exclude = bool(config["eval_mask_history"]), bool(config["eval_neg_exclude_history"])
-    splits = [loader._dataset for loader in (train_data, valid_data, test_data)]
-    histories = ProtocolHistories(*splits) if mask or exclude else None
+    histories = ProtocolHistories(*[loader._dataset for loader in (train_data, valid_data, test_data)])
     loaders = {"valid": valid_data, "test": test_data}
     for phase, loader in loaders.items():
-        split = loader._dataset
         if isinstance(loader, FullSortEvalDataLoader):
             if mask:
                 loaders[phase] = HistoryMaskedFullSortEvalDataLoader(
-                    config, split, loader._sampler, histories.before[phase])
-        elif not exclude:  # RecBole's sampler: anything but padding and the target
-            _check_sample_size(config, phase, split, split.item_num - 2, "items besides the target")
+                    config, loader._dataset, loader._sampler, histories.before[phase])
         elif _sample_size(config, phase) is not None:
-            weights = _negative_weights(config, phase, histories, split.item_num)
-            users = split.inter_feat[split.uid_field].numpy()
-            most_seen = int(np.diff(histories.interacted.indptr)[users].max(initial=0))
-            sampler = HistoryExcludingSampler(phase, histories.interacted, weights, config["seed"])
-            _check_sample_size(config, phase, split, len(sampler.drawable) - most_seen, "items outside the "
-                               "history of its most active user (eval_neg_exclude_history: True)")
-            loaders[phase] = NegSampleEvalDataLoader(config, split, sampler, shuffle=False)
+            loaders[phase] = seeded_sampled_loader(config, phase, loader._dataset, histories, exclude)
     for loader in loaders.values():
         loader.item_train_counts = counts
         if config["eval_shuffle_history"]:
             shuffle_histories(loader, config)
-    if mask or exclude or config["eval_shuffle_history"]:
-        getLogger().info(f"Evaluation protocol: eval_mask_history={mask}, eval_neg_exclude_history="
-                         f"{exclude}, eval_shuffle_history={bool(config['eval_shuffle_history'])}")
     return train_data, loaders["valid"], loaders["test"]
+
+
+def seeded_sampled_loader(config, phase, split, histories, exclude_history):
+    """RecBole's ``NegSampleEvalDataLoader`` over ``split`` with a ``SeededNegativeSampler`` excluding the
+    user's whole history (``exclude_history``) or the phase's targets (RecBole's rule)."""
+    excluded = histories.interacted if exclude_history else _binary(interaction_matrix(split, lists=False))
+    weights = _negative_weights(config, phase, histories, split.item_num)
+    sampler = SeededNegativeSampler(phase, excluded, weights, config["seed"])
+    users = split.inter_feat[split.uid_field].numpy()
+    most_excluded = int(np.diff(excluded.indptr)[users].max(initial=0))
+    reason = ("items outside the history of its most active user (eval_neg_exclude_history: True)"
+              if exclude_history else "items besides the target")
+    _check_sample_size(config, phase, split, len(sampler.drawable) - most_excluded, reason)
+    return NegSampleEvalDataLoader(config, split, sampler, shuffle=False)
 
 
 # RecBole 1.2.1 models whose predict scores unlike full_sort_predict (CORE's skips the item L2 normalisation)
@@ -226,6 +260,41 @@ class PerUserSampledEvaluation:
         return interaction, scores, positive_u, positive_i
 
 
+def per_row_metric_values(evaluator, struct):
+    """``{"<metric>@<k>": float64 array, one value per evaluation row}`` for RecBole's top-k metrics (Hit,
+    Recall, NDCG, MRR, Precision, MAP): the values RecBole averages into its result."""
+    values = {}
+    for name, metric in evaluator.metric_class.items():
+        if not isinstance(metric, TopkMetric):
+            continue
+        pos_index, pos_len = metric.used_info(struct)
+        takes_length = "pos_len" in inspect.signature(metric.metric_info).parameters
+        rows = metric.metric_info(pos_index, pos_len) if takes_length else metric.metric_info(pos_index)
+        values.update({f"{name}@{k}": np.asarray(rows[:, k - 1], dtype=np.float64) for k in metric.topk})
+    return values
+
+
+class StagedFullSortEvaluation:
+    """Trainer mixin: a model whose full sort works in stages (retrieve, then rerank a few: ALLMRec) must
+    not spend its stages on items the protocol scores ``-inf`` afterwards. Such a model declares
+    ``full_sort_predict_excluding(interaction, excluded)`` (``excluded``: [B, n_items] bool, exactly the
+    items ``eval_mask_history`` masks, the target never; all False without masking), and it is called
+    instead of ``full_sort_predict``; the mask is applied to its scores as to every model's."""
+
+    def _full_sort_batch_eval(self, batched_data):
+        rank_excluding = getattr(self.model, "full_sort_predict_excluding", None)
+        if rank_excluding is None:
+            return super()._full_sort_batch_eval(batched_data)
+        interaction, history_index, positive_u, positive_i = batched_data
+        excluded = torch.zeros(len(interaction), self.tot_item_num, dtype=torch.bool)
+        if history_index is not None:
+            excluded[history_index] = True
+        scores = rank_excluding(interaction.to(self.device), excluded).view(-1, self.tot_item_num)
+        scores[:, 0] = -np.inf
+        scores[excluded.to(scores.device)] = -np.inf
+        return interaction, scores, positive_u, positive_i
+
+
 class EvaluationResults:
     """Trainer mixin: results as plain floats (RecBole's are numpy scalars) and ``eval_item_groups``
     [t1, ..., tn]: every metric also over the rows whose target has [0, t1), ..., [tn, inf) training users
@@ -234,9 +303,14 @@ class EvaluationResults:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.item_groups, evaluate = sorted(config["eval_item_groups"] or []), self.evaluator.evaluate
-        self.evaluator.evaluate = lambda struct: {
-            key: value if isinstance(value, int) else float(value)
-            for key, value in self._grouped(struct, evaluate).items()}
+        self.per_row_values = {}
+
+        def evaluate_and_keep_rows(struct):
+            self.per_row_values = per_row_metric_values(self.evaluator, struct)
+            return {key: value if isinstance(value, int) else float(value)
+                    for key, value in self._grouped(struct, evaluate).items()}
+
+        self.evaluator.evaluate = evaluate_and_keep_rows
         if not self.item_groups:
             return
         collector, collect, struct_of = self.eval_collector, self.eval_collector.eval_batch_collect, \
@@ -255,6 +329,13 @@ class EvaluationResults:
             return struct
 
         collector.eval_batch_collect, collector.get_data_struct = collect_with_targets, struct_without_targets
+
+    def per_user_values(self, eval_data):
+        """The last evaluation's per-row values of every top-k metric (RecBole computes them before
+        averaging), with each row's raw user token: ``{"users": [...], "hit@10": array, ...}``."""
+        split = eval_data._dataset
+        users = np.asarray(split.field2id_token[split.uid_field], dtype=object)[evaluation_row_users(eval_data)]
+        return {"users": users.tolist(), **self.per_row_values}
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         self._item_counts = getattr(eval_data, "item_train_counts", None)

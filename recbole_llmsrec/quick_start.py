@@ -9,40 +9,40 @@ rank, which then reseeds ``seed + rank`` (RecBole seeded ``seed + local_rank`` b
 import argparse
 import logging
 import os
+import shlex
 import sys
 from logging import getLogger
 
 import torch.distributed
 
 from recbole.data.transform import construct_transform
-from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+from recbole.utils import ModelType, get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_llmsrec.cf_teacher import data_differences
+from recbole_llmsrec.cf_teacher import data_differences, show_loaded_teacher_settings
+from recbole_llmsrec.checkpoint_data import check_checkpoint_data, check_checkpoint_file, data_ids
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.distributed import is_distributed, rank
-from recbole_llmsrec.evaluation import data_preparation
+from recbole_llmsrec.evaluation import data_preparation, training_matrix
+from recbole_llmsrec.fingerprint import data_fingerprint, fingerprint_line, protocol_line, protocol_name
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model, plugin_model_names
 
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
-                checkpoint=None, evaluate=None):
-    """RecBole's ``run_recbole`` (result plus ``saved_model_file``), plugin models first; ``checkpoint``:
-    resume from it; ``evaluate``: test a checkpoint of this model and data, untrained."""
+                checkpoint=None, evaluate=None, command_line=None):
+    """RecBole's ``run_recbole`` (result plus ``saved_model_file`` and ``data_fingerprint``), plugin models
+    first; ``checkpoint``: resume from it; ``evaluate``: test a checkpoint of this model and data, untrained;
+    ``command_line``: what the user typed, for the log (default: this Python call)."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    if rank() == 0:
-        init_logger(config)
-    else:  # no log file of its own: rank 0's is the run's log
-        logging.basicConfig(level=logging.ERROR, handlers=[logging.StreamHandler()], force=True)
-    logger = getLogger()
-    logger.info(sys.argv)
-    logger.info(config)
+    logger = start_log(config, config_file_list, command_line or python_call(model, dataset, config_dict))
 
-    dataset = create_dataset(config)
+    dataset, train_data, valid_data, test_data, fingerprint = build_data(config)
+    logger.info(set_color(fingerprint_line(fingerprint), "green"))
+    show_loaded_teacher_settings(config)
+    logger.info(config)
     logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"], config["reproducibility"])  # = RecBole's seed + local_rank in one process
     model_class = get_model(config["model"])
@@ -55,9 +55,13 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.data_ids = data_ids(train_data._dataset, fingerprint)
     if evaluate:
-        return {"test_result": evaluate_checkpoint(trainer, train_data, test_data, evaluate)}
+        test_result = evaluate_checkpoint(trainer, train_data, test_data, evaluate)
+        return {"test_result": test_result, "data_fingerprint": fingerprint,
+                "test_per_user": trainer.per_user_values(test_data)}
     if checkpoint:
+        check_checkpoint_file(checkpoint, trainer.data_ids, "--checkpoint")
         trainer.resume_checkpoint(checkpoint)
 
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
@@ -65,22 +69,64 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-    logger.info(set_color("best valid ", "yellow") + f"{shuffled_note(config)}: {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f"{shuffled_note(config)}: {test_result}")
+    logger.info(set_color("best valid ", "yellow") + f"{result_note(config, fingerprint)}: {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f"{result_note(config, fingerprint)}: {test_result}")
     return {"best_valid_score": best_valid_score, "valid_score_bigger": config["valid_metric_bigger"],
             "best_valid_result": best_valid_result, "test_result": test_result,
-            "saved_model_file": trainer.saved_model_file}
+            "saved_model_file": trainer.saved_model_file, "data_fingerprint": fingerprint,
+            "test_per_user": trainer.per_user_values(test_data)}
+
+
+def build_data(config):
+    """``(dataset, train, valid, test, fingerprint)``: the plugin's data pipeline for ``config``'s model,
+    the same for every model (README "Comparing with SASRec"), and the fingerprint of what it evaluates."""
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+    fingerprint = data_fingerprint(config, train_data, valid_data, test_data,
+                                   training_matrix(train_data._dataset, sequential))
+    return dataset, train_data, valid_data, test_data, fingerprint
+
+
+def python_call(model, dataset, config_dict):
+    return f"run_recbole(model={model!r}, dataset={dataset!r}, config_dict={config_dict!r})"
+
+
+def start_log(config, config_file_list, command_line):
+    """RecBole's logger (rank 0; the other ranks print errors only), then the run's header: the command
+    as typed, the config files in order, the protocol, and (on the console) where the log file is."""
+    if rank() == 0:
+        init_logger(config)
+    else:  # no log file of its own: rank 0's is the run's log
+        logging.basicConfig(level=logging.ERROR, handlers=[logging.StreamHandler()], force=True)
+    logger = getLogger()
+    logger.info(f"command: {command_line}")
+    logger.info(f"config files (later ones win): {' '.join(config_file_list or []) or '(none)'}")
+    logger.info(f"protocol: {protocol_line(config)}")
+    for level, note in getattr(config, "file_notes", []):
+        getattr(logger, level)(note)
+    for handler in logger.handlers:  # RecBole's file handler writes under ./log/
+        if isinstance(handler, logging.FileHandler) and f"{os.sep}log{os.sep}" in handler.baseFilename:
+            logger.info(f"log file: {os.path.abspath(handler.baseFilename)}")
+    return logger
+
+
+def result_note(config, fingerprint):
+    """What a result line was computed on: the protocol and the data fingerprint."""
+    return f" (protocol {protocol_name(config)}; data {fingerprint['data']})"
 
 
 def evaluate_checkpoint(trainer, train_data, test_data, path):
     """RecBole's test of the model saved at ``path`` (refused if it is another model or other data)."""
     config = trainer.config
-    saved = load_checkpoint(path, map_location="cpu")["config"]
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    saved = checkpoint["config"]
     differences = data_differences(config, saved)
     if saved["model"] != config["model"] or differences:
         raise ValueError(f"--evaluate={path} holds a {saved['model']} trained with other settings than "
                          f"this {config['model']} run: {differences or 'another model'}. Pass the same "
                          "--model, --dataset and config files as its training run.")
+    check_checkpoint_data(checkpoint.get("data"), trainer.data_ids, path, "--evaluate")
     trainer.eval_collector.data_collect(train_data)  # as fit does: coverage/popularity metrics need it
     try:
         test_result = trainer.evaluate(test_data, load_best_model=True, model_file=path,
@@ -92,12 +138,9 @@ def evaluate_checkpoint(trainer, train_data, test_data, path):
                          f"({str(error).splitlines()[1].strip()}). Pass the model settings of its "
                          "training run (a teacher saved by LLMSRec/ALLMRec has their cf_config's sizes).") \
             from error
-    getLogger().info(set_color("test result", "yellow") + f"{shuffled_note(config)}: {test_result}")
+    fingerprint = trainer.data_ids["fingerprint"]
+    getLogger().info(set_color("test result", "yellow") + f"{result_note(config, fingerprint)}: {test_result}")
     return test_result
-
-
-def shuffled_note(config):
-    return " (history shuffled at evaluation: eval_shuffle_history)" if config["eval_shuffle_history"] else ""
 
 
 def build_parser():
@@ -130,10 +173,16 @@ def parse_with_overrides(parser, argv):
     return args, args.config_files.strip().split(" ") if args.config_files else None
 
 
+def typed_command(argv):
+    """The command line as the user typed it (before ``parse_with_overrides`` rewrites ``sys.argv``)."""
+    return shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv=None):
+    command_line = typed_command(argv)
     args, config_file_list = parse_with_overrides(build_parser(), argv)
     kwargs = dict(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
-                  checkpoint=args.checkpoint, evaluate=args.evaluate)
+                  checkpoint=args.checkpoint, evaluate=args.evaluate, command_line=command_line)
     if args.nproc == 1 and args.world_size <= 0:
         return spawned_run(None, kwargs)  # one process, or one of torchrun's
     import torch.multiprocessing
@@ -153,44 +202,6 @@ def spawned_run(local_rank, kwargs):
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-
-def run_recbole_group(model_list, dataset, config_file_list=None, config_dict=None,
-                      valid_latex="./latex/valid.tex", test_latex="./latex/test.tex"):
-    """RecBole's ``run_recbole_group.py``: each model trained and tested with the same config (split,
-    protocol), RecBole's LaTeX tables (``list_to_latex``) of best validation and test results written to
-    ``valid_latex`` and ``test_latex``; returns the test results as a Markdown table."""
-    from recbole.utils import list_to_latex
-
-    tables = {valid_latex: [], test_latex: []}
-    for model in model_list:
-        result = run_recbole(model, dataset, config_file_list, config_dict)
-        tables[valid_latex].append({"Model": model, **result["best_valid_result"]})
-        tables[test_latex].append({"Model": model, **result["test_result"]})
-    for path, rows in tables.items():
-        _, tex = list_to_latex(rows, bigger_flag=result["valid_score_bigger"],
-                               subset_columns=list(rows[0])[1:])
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as file:
-            file.write(tex)
-    rows = tables[test_latex]
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()] for row in rows]
-    lines = [list(rows[0]), ["---"] * len(rows[0]), *cells]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-
-
-def group_main(argv=None):
-    parser = argparse.ArgumentParser(description="RecBole's run_recbole_group.py with this plugin's "
-                                     f"models ({', '.join(plugin_model_names())}): all on the same split.")
-    parser.add_argument("--model_list", "-m", default="SASRec", help="comma-separated model names")
-    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
-    parser.add_argument("--config_files", default=None, help="space-separated YAML files, later ones win")
-    parser.add_argument("--valid_latex", default="./latex/valid.tex", help="LaTeX table of validation")
-    parser.add_argument("--test_latex", default="./latex/test.tex", help="LaTeX table of test results")
-    args, config_file_list = parse_with_overrides(parser, argv)
-    table = run_recbole_group(args.model_list.strip().split(","), args.dataset, config_file_list,
-                              valid_latex=args.valid_latex, test_latex=args.test_latex)
-    print(f"\nTest results ({args.dataset}; LaTeX in {args.valid_latex}, {args.test_latex}):\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_llmsrec.cf_teacher import check_same_data, pretrain_teacher
+from recbole_llmsrec.checkpoint_data import check_checkpoint_data, data_ids
 from recbole_llmsrec.compat import atomic_torch_save, load_checkpoint, unique_checkpoint_path
 from recbole_llmsrec.distributed import DistributedTrainer, accumulation_steps, run_once
-from recbole_llmsrec.evaluation import EvaluationResults, PerUserSampledEvaluation
+from recbole_llmsrec.evaluation import (EvaluationResults, PerUserSampledEvaluation,
+                                        StagedFullSortEvaluation)
 
 
 def adam_betas(config):
@@ -128,6 +130,20 @@ class CollisionFreeCheckpointName:
         self.saved_model_file = unique_checkpoint_path(self.checkpoint_dir, config["model"])
 
 
+class CheckpointDataIds:
+    """Trainer mixin: the checkpoints it writes carry the ids of the data it trains on (``data_ids``,
+    set by ``run_recbole`` with the fingerprint, else taken from the training split here)."""
+
+    data_ids = None
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        if self.data_ids is None:
+            self.data_ids = data_ids(train_data._dataset)
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                           show_progress=show_progress, callback_fn=callback_fn)
+
+
 @functools.cache
 def extend_trainer(trainer_class):
     """``trainer_class`` with the plugin's evaluation, schedule and distributed mixins (RecBole's trainers
@@ -135,8 +151,8 @@ def extend_trainer(trainer_class):
     if not issubclass(trainer_class, RecBoleTrainer) or issubclass(trainer_class, ValidationSchedule):
         return trainer_class
     # DistributedTrainer first: its __init__ shares rank 0's checkpoint name, chosen by the next one
-    mixins = (DistributedTrainer, CollisionFreeCheckpointName, PerUserSampledEvaluation, EvaluationResults,
-              ValidationSchedule)
+    mixins = (DistributedTrainer, CollisionFreeCheckpointName, CheckpointDataIds, PerUserSampledEvaluation,
+              StagedFullSortEvaluation, EvaluationResults, ValidationSchedule)
     return type(trainer_class.__name__, (*mixins, trainer_class),
                 {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__})
 
@@ -177,6 +193,8 @@ class ALLMRecTrainer(CFTeacherTrainer):
             rows = state["cf_model"]["item_embedding.weight"].shape[0]
             check_same_data(self.config, checkpoint["config"], rows,
                             self.model.cf_model.item_embedding.num_embeddings, path, key="stage1_checkpoint")
+            check_checkpoint_data(checkpoint.get("data"), data_ids(train_data._dataset), path,
+                                  "stage1_checkpoint")
             self.model.load_stage1_state_dict(state)
             self.logger.info(set_color("Stages 0-1 loaded from", "green") + f": {path}")
             return
@@ -189,6 +207,8 @@ class ALLMRecTrainer(CFTeacherTrainer):
     def train_alignment(self, dataset, show_progress=False):
         """Stage 1 over every training user once per epoch, shuffled (seeded), one step per batch."""
         model, config = self.model, self.config
+        self.logger.info(set_color("Stage 1 (alignment)", "green") + f": {config['stage1_epochs']} epochs "
+                         f"over {len(dataset.inter_feat)} training users, batch {config['stage1_batch_size']}")
         model.prepare_stage1()
         optimizer = torch.optim.Adam(model.stage1_parameters(), lr=config["stage1_learning_rate"],
                                      **adam_betas(config))
@@ -208,7 +228,8 @@ class ALLMRecTrainer(CFTeacherTrainer):
         model.finish_stage1()
         os.makedirs(config["checkpoint_dir"], exist_ok=True)
         path = unique_checkpoint_path(config["checkpoint_dir"], "ALLMRec-stage1")
-        atomic_torch_save({"config": config, "state": model.stage1_state_dict()}, path)
+        atomic_torch_save({"config": config, "state": model.stage1_state_dict(),
+                           "data": getattr(self, "data_ids", None)}, path)
         self.logger.info(set_color("Stage 1 saved", "blue") + f": {path} (reuse it with "
                          f"stage1_checkpoint: {path})")
         return path

@@ -182,7 +182,7 @@ def test_predict_and_full_sort_rerank_the_stage1_top_k(allmrec_config):
         stage1 = model.stage1_scores(row)[0]
         full = model.full_sort_predict(row)[0]
         retrieval = stage1.clone()
-        retrieval[[0, 5, 9, 2, 7]] = -torch.inf
+        retrieval[0] = -torch.inf          # padding only: the protocol, not the model, masks history
         top = retrieval.topk(5).indices
         others = torch.ones_like(full, dtype=torch.bool)
         others[top] = False
@@ -193,6 +193,41 @@ def test_predict_and_full_sort_rerank_the_stage1_top_k(allmrec_config):
         row2.update(Interaction({model.ITEM_ID: top}))
         sampled = model.predict(row2)
     assert torch.equal(sampled.argsort(), full[top].argsort())
+
+
+def test_full_sort_excludes_what_the_protocol_masks_and_a_repeated_target_can_rank_first(
+        allmrec_config, monkeypatch):
+    from recbole_llmsrec.evaluation import HistoryMaskedFullSortEvalDataLoader
+
+    config, model, trainer, *_ = prepare(dict(allmrec_config, rerank_k=3, eval_mask_history=True))
+    model.eval()
+    history = [5, 9, 2, 7]
+    row = user_row(model, history)
+    favourite = lambda scores: scores.index_fill(1, torch.tensor([9]), 100.0)  # noqa: E731
+    monkeypatch.setattr(model, "stage1_scores", lambda i: favourite(torch.randn(len(i), model.n_items)))
+    monkeypatch.setattr(model, "llm_scores", lambda i, lists: [  # the LLM prefers item 9 too
+        torch.tensor([float(item == 9) for item in items]) for items in lists])
+    with torch.no_grad():  # masking off: item 9, in the model's input window, is retrieved and can win
+        assert int(model.full_sort_predict(row)[0].argmax()) == 9
+        excluded = torch.zeros(1, model.n_items, dtype=torch.bool)
+        excluded[0, [5, 2, 7]] = True      # the protocol's mask for a target 9 that repeats a listed item
+        scores = model.full_sort_predict_excluding(row, excluded)[0]
+        reranked = scores > scores[~excluded[0]].sort().values[-4]
+        assert not reranked[[5, 2, 7]].any() and reranked.sum() == 3 and reranked[9]
+    # the trainer hands the model exactly what the plugin's masked loader scores -inf
+    from recbole_llmsrec.evaluation import data_preparation as protocol_data_preparation
+
+    _, _, test_data = protocol_data_preparation(config, create_dataset(config))
+    assert isinstance(test_data, HistoryMaskedFullSortEvalDataLoader)
+    seen = {}
+    monkeypatch.setattr(model, "full_sort_predict_excluding",
+                        lambda i, e: seen.setdefault("excluded", e) * 0.0 + torch.randn(e.shape))
+    trainer.tot_item_num = model.n_items
+    batch = next(iter(test_data))
+    _, scores, _, _ = trainer._full_sort_batch_eval(batch)
+    mask = torch.zeros_like(seen["excluded"])
+    mask[batch[1]] = True
+    assert torch.equal(seen["excluded"], mask) and torch.isinf(scores[mask]).all()
 
 
 def test_resume_from_finished_stage1_skips_it(allmrec_config, monkeypatch):

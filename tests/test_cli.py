@@ -1,6 +1,7 @@
 """The installed command line, as a user runs it: RecBole's flags, overrides, log and saved/."""
 
 import glob
+import re
 import subprocess
 import sys
 
@@ -20,9 +21,14 @@ def test_python_m_runs_sasrec_and_writes_log_and_checkpoint(small_sasrec_config,
     assert "test result" in output and "ndcg@10" in output
     assert "will not be used in RecBole" not in output           # -d was consumed by our parser
     assert "FutureWarning" not in output                          # RecBole's known noise is silenced
-    assert "np.float64" not in output and "test result: {'recall@10': 0." in output   # plain numbers
+    assert "np.float64" not in output   # plain numbers, after the protocol and data the line names:
+    assert re.search(r"test result.* \(protocol full; data [0-9a-f]{12}\): \{'recall@10': 0\.", output)
     logs = glob.glob(str(tmp_path / "log" / "SASRec" / "*.log"))
     assert logs and "test result" in open(logs[0]).read()
+    header = [line.split("INFO  ", 1)[1] for line in open(logs[0]).read().splitlines()[:4]]
+    assert header[0].startswith("command: ") and "--model=SASRec -d ml-100k" in header[0]
+    assert header[1] == "config files (later ones win): (none)" and header[2].startswith("protocol: ")
+    assert f"log file: {logs[0]}" in output                       # the console says where the log is
     assert glob.glob(str(tmp_path / "saved" / "SASRec-*.pth"))
 
 
@@ -36,7 +42,7 @@ def test_group_run_writes_both_latex_tables_for_sasrec_and_a_plugin_model(small_
                                                                            capsys):
     import yaml
 
-    from recbole_llmsrec.quick_start import group_main
+    from recbole_llmsrec.group import group_main
     from recbole_llmsrec.tiny_llm import build_tiny_llm
 
     llm = build_tiny_llm(str(tmp_path / "tiny-llama"), hidden_size=32)
@@ -50,14 +56,14 @@ def test_group_run_writes_both_latex_tables_for_sasrec_and_a_plugin_model(small_
                 f"--test_latex={tmp_path / 'tables/test.tex'}"])
     printed = capsys.readouterr().out
     assert "| Model | recall@10 | ndcg@10 |" in printed
-    assert "| SASRec | 0." in printed and "| HLLM | 0." in printed
+    assert re.search(r"\| SASRec \| (\*\*)?0\.", printed) and re.search(r"\| HLLM \| (\*\*)?0\.", printed)
     for table in ("valid", "test"):
         tex = (tmp_path / "tables" / f"{table}.tex").read_text()
-        assert "SASRec" in tex and "HLLM" in tex and "recall@10" in tex and "\\bfseries" in tex
+        assert "SASRec" in tex and "HLLM" in tex and "recall@10" in tex and "\\textbf" in tex
 
 
 def test_help_names_the_plugin_models(capsys):
-    from recbole_llmsrec.quick_start import group_main
+    from recbole_llmsrec.group import group_main
 
     for command in (main, group_main):
         with pytest.raises(SystemExit):

@@ -1,6 +1,7 @@
 """Every ready-to-run profile in properties/ is a valid config for the model it is written for."""
 
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -27,7 +28,8 @@ PROTOCOL_KEYS = {"eval_args", "metrics", "topk", "valid_metric", "eval_mask_hist
 
 def test_every_profile_is_listed():
     found = {str(p.relative_to(PROPERTIES)) for p in PROPERTIES.rglob("*.yaml")}
-    assert found == set(PROFILES) | set(PROTOCOLS) | {"full-sort.yaml", "ml-100k-offline.yaml"}
+    assert found == set(PROFILES) | set(PROTOCOLS) | {"full-sort.yaml", "ml-100k-offline.yaml",
+                                                      "sasrec-ml-100k-offline.yaml"}
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -57,3 +59,35 @@ def test_protocol_profiles_give_every_model_the_same_protocol(protocol, model):
     for key in PROTOCOL_KEYS - {"eval_args"}:
         assert config[key] == (spec.get(key, False) if key.startswith("eval_") else spec[key]) \
             or (config[key] is None and not spec.get(key))
+
+
+README = PROPERTIES.parent / "README.md"
+
+
+def readme_protocol_rows():
+    """The rows of README's table of protocol profiles: ``(profile, candidates, metrics, selection)``."""
+    rows = []
+    for line in README.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`") and cells[0].split("`")[1].endswith(".yaml"):
+            rows.append((cells[0].split("`")[1], cells[2], cells[3], cells[4]))
+    return rows
+
+
+def test_readme_describes_each_protocol_profile_as_the_config_it_builds():
+    rows = readme_protocol_rows()
+    assert {row[0] for row in rows} == {*PROTOCOLS, "full-sort.yaml"}
+    for profile, candidates, metrics, selection in rows:
+        files = [str(PROPERTIES / "protocol" / "llmsrec.yaml")] if profile == "full-sort.yaml" else []
+        config = Config(model="SASRec", dataset="ml-100k",
+                        config_file_list=[*files, str(PROPERTIES / profile)])
+        mode = candidates.split("`")[1]
+        assert config["eval_args"]["mode"] == {"valid": mode, "test": mode}, profile
+        assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["order"] == "TO"
+        assert bool(config["eval_mask_history"]) == ("history masked" in candidates), profile
+        if mode != "full":  # negatives exist in sampled modes only
+            assert bool(config["eval_neg_exclude_history"]) == ("outside the history" in candidates)
+        names = set(re.findall(r"[A-Za-z]+", metrics))              # "Hit@1 (+ Hit, NDCG @5, 10)"
+        cutoffs = {int(k) for k in re.findall(r"\d+", metrics)}
+        assert names == set(config["metrics"]) and cutoffs == set(config["topk"]), profile
+        assert selection == f"valid {config['valid_metric']}", profile

@@ -13,18 +13,19 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from recbole.data.dataset import SequentialDataset
-from recbole.utils import FeatureType, ModelType
+from recbole.utils import ModelType
 
 from recbole_llmsrec.compat import create_dataset_without_pickle, refuse_pickle_caches
 from recbole_llmsrec.config import require_at_least
 
 
-def interaction_matrix(split):
-    """users x items CSR (values 1) of a sequential split: every row's target and the items of its list."""
+def interaction_matrix(split, lists=True):
+    """users x items CSR (values 1) of a sequential split: every row's target and (``lists``) the items of
+    its list."""
     users = split.inter_feat[split.uid_field].numpy()
     targets = split.inter_feat[split.iid_field].numpy()
     item_lists = split.inter_feat[split.item_id_list_field].numpy()
-    seen_rows, seen_cols = np.nonzero(item_lists)
+    seen_rows, seen_cols = np.nonzero(item_lists) if lists else (np.empty(0, int), np.empty(0, int))
     rows = np.concatenate([users, users[seen_rows]])
     cols = np.concatenate([targets, item_lists[seen_rows, seen_cols]])
     matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
@@ -67,17 +68,6 @@ class UserSequenceDataset(SequentialDataset):
 
     def window_stride(self):
         return None
-
-    def _dataframe_to_interaction(self, data):
-        """RecBole's conversion, but the time field stays float64, exact for s and ms timestamps (RecBole's
-        float32 has a 64 s spacing near 8.8e8 s: dates near midnight were a day late); ``<time>_list``
-        follows."""
-        interaction = super()._dataframe_to_interaction(data)
-        field = self.time_field
-        if (field in data and self.field2type.get(field) == FeatureType.FLOAT
-                and field not in (self.config["numerical_features"] or [])):
-            interaction[field] = torch.from_numpy(data[field].to_numpy(dtype=np.float64, copy=True))
-        return interaction
 
     def build(self):
         datasets = super().build()

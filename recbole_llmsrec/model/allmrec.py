@@ -6,7 +6,7 @@ embedding. Stage 2 (``calculate_loss``): the teacher's user state and the item l
 LLM's prompt (history and candidates); LM loss on the quoted target title + EOS. ``ALLMRecTrainer`` runs
 the stages. Ranking (the original only generates text; README "ALLMRec"): ``predict`` scores candidates
 by the log-likelihood of ``"title"</s>`` after the prompt; ``full_sort_predict`` reranks the stage-1
-head's top ``rerank_k`` unseen items with it, above every other item.
+head's top ``rerank_k`` items (of those the protocol does not exclude) with it, above every other item.
 
 Bugs of the original avoided (spec section 7): SASRec dropout stays off; negatives are seeded, distinct
 and outside the user's whole training history (never the target); the candidate order ignores which
@@ -351,10 +351,22 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
                             device=self._device())
 
     def full_sort_predict(self, interaction):
+        return self.full_sort_predict_excluding(interaction, None)
+
+    def full_sort_predict_excluding(self, interaction, excluded):
+        """Retrieve-then-rerank over the whole catalogue: the stage-1 head scores every item, its top
+        ``rerank_k`` among the items not ``excluded`` ([B, n_items] bool: what the protocol scores -inf,
+        ``eval_mask_history``'s history; ``None``: nothing) are reranked by the LLM score and placed
+        strictly above every other item, which keeps its stage-1 score. The evaluation layer passes
+        ``excluded`` (``evaluation.StagedFullSortEvaluation``), so no rerank slot goes to an item the
+        protocol removes, and nothing else is left out: a target that repeats a listed item can rank
+        first. The original cannot rank a catalogue (it generates an answer among 20 candidates); an
+        earlier version of ours excluded the model's own input window, a protocol of its own."""
         scores = self.stage1_scores(interaction)
         retrieval = scores.clone()
         retrieval[:, 0] = -torch.inf
-        retrieval.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)  # seen items are masked anyway
+        if excluded is not None:
+            retrieval[excluded.to(retrieval.device)] = -torch.inf
         top = retrieval.topk(min(self.rerank_k, self.n_items - 1), dim=1).indices
         for row, llm_scores in enumerate(self.llm_scores(interaction, top.tolist())):
             # reranked items sit strictly above every other item's stage-1 score

@@ -1,0 +1,156 @@
+"""What a run was evaluated on, as raw tokens, and a short hash of it (README "Comparing with SASRec").
+
+``evaluation_rows`` gives each row of a valid/test loader as ``[user, target, history...]`` (the history as
+the model receives it, oldest first, cut to ``MAX_ITEM_LIST_LENGTH``; a general model's rows have no
+history), ``evaluation_candidates`` each row's ranked candidates (sampled modes; full sort ranks the whole
+catalogue), ``training_items`` each user's training interactions. ``data_fingerprint`` hashes these with
+the protocol settings that decide scoring: two runs, of any models, with the same fingerprint ranked the
+same candidates for the same users, targets and histories. Everything is in raw tokens, never internal
+ids, and the rows are taken from the data before they are sharded, so the same files and seed give the
+same fingerprint on any machine and with any number of processes.
+"""
+
+import hashlib
+import json
+
+import numpy as np
+from recbole.data.dataloader import FullSortEvalDataLoader
+
+from recbole_llmsrec.evaluation import evaluation_row_users, is_sequential_split, row_occurrences
+
+FINGERPRINT_LENGTH = 12  # hexadecimal characters shown (48 bits)
+PHASES = ("valid", "test")
+
+
+def _tokens(dataset, field):
+    return np.asarray(dataset.field2id_token[field], dtype=object)
+
+
+def evaluation_rows(loader):
+    """Each row of ``loader`` as raw tokens, in evaluation order: ``[user, target, history...]``
+    (sequential) or ``[user, sorted targets...]`` (general models: all of a user's targets in one row)."""
+    split = loader._dataset
+    users, items = _tokens(split, split.uid_field), _tokens(split, split.iid_field)
+    inter = split.inter_feat
+    if is_sequential_split(loader._dataset):
+        lists = inter[split.item_id_list_field].numpy()
+        lengths = inter[split.item_list_length_field].numpy()
+        return [
+            [users[u], items[t], *items[history[:n]]]
+            for u, t, history, n in zip(
+                inter[split.uid_field].numpy(), inter[split.iid_field].numpy(), lists, lengths
+            )
+        ]
+    targets = {}
+    for user, item in zip(inter[split.uid_field].numpy(), inter[split.iid_field].numpy()):
+        targets.setdefault(int(user), []).append(items[item])
+    return [[users[u], *sorted(targets.get(int(u), []))] for u in evaluation_row_users(loader)]
+
+
+def evaluation_candidates(loader):
+    """Each row's sampled candidates as sorted raw tokens (target included), or ``None``: full sort (the
+    whole catalogue), or RecBole's own sampler (a general model's, drawn while batches are collated)."""
+    sampler = getattr(loader, "_sampler", None)
+    if isinstance(loader, FullSortEvalDataLoader) or not hasattr(sampler, "candidates"):
+        return None
+    split = loader._dataset
+    items = _tokens(split, split.iid_field)
+    num = loader.neg_sample_num
+    users, occurrences = row_occurrences(split.inter_feat[split.uid_field].numpy())
+    targets = split.inter_feat[split.iid_field].numpy()
+    return [
+        sorted([items[target], *items[sampler.candidates(user, occurrence, num)]])
+        for user, occurrence, target in zip(users, occurrences, targets)
+    ]
+
+
+def training_items(train_dataset, history):
+    """Each user's training items (users x items CSR ``history``) as ``[user, sorted items...]``."""
+    users, items = _tokens(train_dataset, train_dataset.uid_field), _tokens(
+        train_dataset, train_dataset.iid_field
+    )
+    return [
+        [users[u], *sorted(items[history.indices[history.indptr[u] : history.indptr[u + 1]]])]
+        for u in range(1, history.shape[0])
+        if history.indptr[u + 1] > history.indptr[u]
+    ]
+
+
+def protocol_settings(config, phase):
+    """The settings that decide how a phase's rows are scored, besides its rows and candidates."""
+    return {
+        "phase": phase,
+        "split": config["eval_args"]["split"],
+        "order": config["eval_args"]["order"],
+        "mode": config["eval_args"]["mode"][phase],
+        "eval_mask_history": bool(config["eval_mask_history"]),
+        "eval_neg_exclude_history": bool(config["eval_neg_exclude_history"]),
+        "eval_shuffle_history": bool(config["eval_shuffle_history"]),
+    }
+
+
+def digest(parts):
+    """SHA-256 (hex) of a sequence of JSON-serialisable parts, one line each."""
+    sha = hashlib.sha256()
+    for part in parts:
+        sha.update(json.dumps(part, ensure_ascii=False, default=str).encode("utf-8"))
+        sha.update(b"\n")
+    return sha.hexdigest()
+
+
+def data_fingerprint(config, train_data, valid_data, test_data, history):
+    """``{"train", "valid", "test", "catalogue", "data"}``: SHA-256 prefixes of the training items, each
+    evaluation phase (protocol settings, rows in order, candidates), the catalogue (item tokens ranked),
+    and all four together. ``history``: the training interactions (users x items CSR)."""
+    catalogue = sorted(_tokens(train_data._dataset, train_data._dataset.iid_field)[1:].tolist())
+    parts = {"catalogue": digest(catalogue),
+             "train": digest(training_items(train_data._dataset, history))}
+    for phase, loader in zip(PHASES, (valid_data, test_data)):
+        parts[phase] = digest(
+            [protocol_settings(config, phase), evaluation_rows(loader), evaluation_candidates(loader)]
+        )
+    parts["data"] = digest([parts[key] for key in ("catalogue", "train", "valid", "test")])
+    return {key: value[:FINGERPRINT_LENGTH] for key, value in parts.items()}
+
+
+def fingerprint_line(fingerprint):
+    """One log line: the combined fingerprint, then its parts."""
+    detail = ", ".join(f"{key} {fingerprint[key]}" for key in ("catalogue", "train", "valid", "test"))
+    return f"data fingerprint: {fingerprint['data']} ({detail})"
+
+
+def _candidates_text(config, phase):
+    mode = config["eval_args"]["mode"][phase]
+    if mode == "full":
+        masked = "the user's earlier items masked" if config["eval_mask_history"] else "nothing masked"
+        return f"{phase} full (every item ranked, {masked})"
+    args = config[f"{phase}_neg_sample_args"]
+    kind = "popularity-weighted" if args["distribution"] == "popularity" else "uniform"
+    outside = ("outside the user's history" if config["eval_neg_exclude_history"]
+               else "other than the target")
+    return f"{phase} {mode} (target + {args['sample_num']} {kind} negatives {outside}, seeded per user)"
+
+
+def protocol_line(config):
+    """The evaluation protocol in one line (log header and result lines)."""
+    args = config["eval_args"]
+    split = ", ".join(f"{k} {v}" for k, v in args["split"].items())
+    metrics = ", ".join(config["metrics"]) + f" @{','.join(map(str, config['topk']))}"
+    phases = "; ".join(_candidates_text(config, phase) for phase in PHASES)
+    shuffled = "; history shuffled at evaluation" if config["eval_shuffle_history"] else ""
+    return (f"split {split}, order {args['order']}; {phases}; {metrics}; "
+            f"model selection on valid {config['valid_metric']}{shuffled}")
+
+
+def protocol_name(config):
+    """The protocol in a few words, for result lines: each phase's mode and what it leaves out."""
+    names = []
+    for phase in PHASES:
+        mode = config["eval_args"]["mode"][phase]
+        if mode == "full":
+            names.append("full, history masked" if config["eval_mask_history"] else "full")
+        else:
+            names.append(f"{mode}, negatives outside the history" if config["eval_neg_exclude_history"]
+                         else mode)
+    name = names[0] if names[0] == names[1] else f"valid {names[0]} / test {names[1]}"
+    return name + (", history shuffled" if config["eval_shuffle_history"] else "")
