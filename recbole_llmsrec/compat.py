@@ -29,27 +29,37 @@ def _config_getstate(self):
         state["final_config_dict"] = {**self.final_config_dict, "single_spec": True, "world_size": 1}
     state.pop("yaml_loader", None)
     model_class = state.pop("model_class", None)
-    state["model_class_path"] = (None if model_class is None
-                                 else f"{model_class.__module__}:{model_class.__qualname__}")
+    state["model_class_name"] = None if model_class is None else model_class.__name__
     return state
 
 
 def _config_setstate(self, state):
-    from recbole.model.abstract_recommender import AbstractRecommender
-
+    """A pickled ``Config`` restored with its model class looked up BY NAME in the plugin's models and
+    RecBole's model table (``utils.get_model``), never imported from a module the file names: torch's
+    weights-only unpickler calls this on an allow-listed class, so a module path stored in a crafted
+    checkpoint would otherwise be imported (code run). Checkpoints of older versions stored
+    ``module:qualname``; only the class name is read from them."""
     state = dict(state)
-    class_path = state.pop("model_class_path", None)
+    name = state.pop("model_class_name", None) or str(state.pop("model_class_path", "") or "")
+    state.pop("model_class_path", None)
     self.__dict__.update(state)
     self.yaml_loader = self._build_yaml_loader()
-    self.model_class = None
-    if class_path:
-        module_name, _, qualname = class_path.partition(":")
-        try:
-            candidate = getattr(importlib.import_module(module_name), qualname)
-        except (ImportError, AttributeError):
-            candidate = None  # the model's code is not installed here; the rest of the config still loads
-        if isinstance(candidate, type) and issubclass(candidate, AbstractRecommender):
-            self.model_class = candidate
+    self.model_class = registered_model_class(name.rpartition(":")[2]) if name else None
+
+
+def registered_model_class(name):
+    """The plugin's or RecBole's recommender class called ``name``, or None (unknown, not installed)."""
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    from recbole_llmsrec.utils import get_model
+
+    if not str(name).isidentifier():
+        return None
+    try:
+        found = get_model(name)
+    except (ValueError, ImportError):
+        return None  # the model's code is not installed here; the rest of the config still loads
+    return found if isinstance(found, type) and issubclass(found, AbstractRecommender) else None
 
 
 def atomic_write(path, write):

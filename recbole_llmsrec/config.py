@@ -5,6 +5,7 @@ Precedence, lowest first: RecBole's internal defaults < (plugin models only) the
 < the user's config files < config dict < command line.
 """
 
+import ast
 import os
 
 import yaml
@@ -23,6 +24,7 @@ class Config(RecBoleConfig):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        check_eval_driven_keys(self.model, final)
         for key in MERGED_DICT_KEYS:
             default, given = self.internal_config_dict.get(key), self.external_config_dict.get(key)
             if isinstance(default, dict) and isinstance(given, dict):
@@ -47,6 +49,20 @@ class Config(RecBoleConfig):
                                                    "sets is overridden by a later file"))
         return merged
 
+    def _convert_config_dict(self, config_dict):
+        """RecBole's conversion of command-line and dict strings to values, with ``ast.literal_eval``:
+        RecBole ``eval``-ed every such string, so a value ran as Python code. Literals (numbers, lists,
+        dicts, None, True/False in any case) convert as before; anything else stays a string."""
+        for key, value in config_dict.items():
+            if not isinstance(value, str):
+                continue
+            try:
+                converted = ast.literal_eval(value)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                converted = {"true": True, "false": False}.get(value.lower(), value)
+            config_dict[key] = converted
+        return config_dict
+
     def _init_device(self):
         # a torchrun or --nproc launch joins its process group here (NCCL on GPU, gloo on CPU)
         if distributed.launched_by_torchrun() or "local_rank" in self.final_config_dict:
@@ -54,6 +70,7 @@ class Config(RecBoleConfig):
         return super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
+        check_dataset_name(dataset if dataset is not None else self.external_config_dict.get("dataset"))
         if isinstance(model, str):  # resolved here: RecBole's lookup knows only its own models
             model = get_model(model)
         elif model is None and isinstance(self.external_config_dict.get("model"), str):
@@ -72,6 +89,26 @@ class Config(RecBoleConfig):
         ):
             if os.path.isfile(path):
                 self.plugin_config_dict.update(self._update_internal_config_dict(path) or {})
+
+
+# RecBole's KD_DAGFM builds its teacher with eval(config["teacher"]): only its own networks may be named
+KD_DAGFM_TEACHERS = ("CrossNet", "CIN")
+
+
+def check_dataset_name(name):
+    """A dataset is a plain name (a folder under ``data_path``): one with a path separator or ``..``
+    would make the plugin read ``properties/dataset/<name>.yaml`` and write its log outside their folders."""
+    if name is not None and (not str(name) or any(c in str(name) for c in "/\\") or ".." in str(name)):
+        raise ValueError(f"dataset {name!r} is not allowed: it must be a plain name (the folder under "
+                         "data_path holding its atomic files), without '/', '\\' or '..'. Point "
+                         "data_path at the folder that contains it instead.")
+
+
+def check_eval_driven_keys(model, final):
+    """Refuse a value RecBole would pass to ``eval`` (KD_DAGFM's ``teacher``) unless it is allowed."""
+    if model == "KD_DAGFM" and final.get("teacher") not in KD_DAGFM_TEACHERS:
+        raise ValueError(f"teacher={final.get('teacher')!r} is not allowed: KD_DAGFM's teacher is one of "
+                         f"{list(KD_DAGFM_TEACHERS)} (RecBole evaluates this value as Python code).")
 
 
 def require_at_least(config, key, minimum):

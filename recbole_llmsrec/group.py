@@ -168,7 +168,7 @@ def _cell(mean, std, p_value=None, latex=False):
     return text
 
 
-def result_table(summaries, p_values, latex=False, bigger=True):
+def result_table(summaries, p_values, latex=False, bigger=True, caption=""):
     """The group's table (Markdown or LaTeX): a row per model, ``mean ± std`` per metric, the p-value
     of the paired test against the baseline beside each non-baseline value; the best mean in bold."""
     models = list(summaries)
@@ -188,7 +188,7 @@ def result_table(summaries, p_values, latex=False, bigger=True):
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     header = " & ".join(["Model", *(m.replace("@", r"@").replace("_", r"\_") for m in metrics)])
     body = "\n".join(" & ".join(row) + r" \\" for row in rows)
-    return (rf"\begin{{table}}" "\n" r"\centering" "\n"
+    return (rf"\begin{{table}}" "\n" r"\centering" "\n" rf"\caption{{{caption}}}" "\n"
             rf"\begin{{tabular}}{{l{'c' * len(metrics)}}}" "\n" r"\toprule" "\n"
             f"{header} \\\\\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n\\end{{table}}\n")
 
@@ -260,10 +260,13 @@ def run_recbole_group(model_list, dataset, config_file_list=None, config_dict=No
     bigger = runs[models[0]][0]["valid_score_bigger"]
     valid = {m: summarise(r, "best_valid_result") for m, r in runs.items()}
     test = {m: summarise(r, "test_result") for m, r in runs.items()}
+    spread = rf"mean $\pm$ std over {len(seeds)} seed(s)"
+    captions = {valid_latex: f"Best validation results ({spread})",
+                test_latex: f"Test results ({spread}; $p$: {SIGNIFICANCE_TEST} against {baseline})"}
     for path, summaries, p in ((valid_latex, valid, {}), (test_latex, test, p_values)):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as file:
-            file.write(result_table(summaries, p, latex=True, bigger=bigger))
+            file.write(result_table(summaries, p, latex=True, bigger=bigger, caption=captions[path]))
     if plot:
         plot_results(plot, test)
     return result_table(test, p_values, bigger=bigger), runs

@@ -423,3 +423,20 @@ def test_work_folders_of_killed_runs_are_removed_but_not_those_of_live_ones(tmp_
     main([str(reviews), str(meta), "--name", "Tiny", "--out", str(tmp_path / "out"), "--k-core", "0"])
     assert (folder / "Tiny.inter").exists()
     assert not abandoned.exists() and live.exists()
+
+
+def test_lines_that_break_any_parser_are_skipped_and_counted_recursion_included(tmp_path):
+    nested_title = "[" * 900 + "]" * 900
+    reviews = write(tmp_path / "r.json", [*REVIEWS_2018, "[" * 100_000], gz=False)
+    meta = write(tmp_path / "m.json", [
+        *META_2018, "[" * 100_000,
+        "{'asin': 'i7', 'title': " + nested_title + "}",       # a literal nested 900 deep
+    ], gz=False)
+    clean = Converter(write(tmp_path / "r0.json", REVIEWS_2018, gz=False),
+                      write(tmp_path / "m0.json", META_2018, gz=False), str(tmp_path / "out0"), "t",
+                      k_core=0).run()
+    stats = Converter(reviews, meta, str(tmp_path / "out"), "t", k_core=0).run()
+    assert stats["lines malformed (skipped)"] == clean["lines malformed (skipped)"] + 1
+    assert stats["meta lines malformed (skipped)"] == clean["meta lines malformed (skipped)"] + 2
+    _, rows = read_table(tmp_path / "out" / "t" / "t.inter")
+    assert len(rows) > 0

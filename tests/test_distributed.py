@@ -43,6 +43,12 @@ def logged_result(log_dir, label="test result"):
     return {key: float(value) for key, value in re.findall(r"'([^']+)': ([-0-9.e]+)", line)}
 
 
+def logged_fingerprint(log_dir):
+    """The data fingerprint the only log file under ``log_dir`` names."""
+    (log,) = glob.glob(os.path.join(log_dir, "*.log"))
+    return re.search(r"data fingerprint: ([0-9a-f]{12})", open(log).read()).group(1)
+
+
 @pytest.fixture(scope="module")
 def tiny_llms(tmp_path_factory):
     root = tmp_path_factory.mktemp("llms")
@@ -89,6 +95,7 @@ def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_
     protocol = os.path.join(ROOT, "properties", "protocol", "llmsrec.yaml")  # uni99 outside the history
     launch(["-m", "recbole_llmsrec", f"--config_files={protocol}", *sasrec_overrides(tmp_path)], tmp_path)
     two_processes = logged_result(tmp_path / "log" / "SASRec")
+    two_process_fingerprint = logged_fingerprint(tmp_path / "log" / "SASRec")
     checkpoints = glob.glob(str(tmp_path / "saved" / "SASRec-*.pth"))
     assert len(checkpoints) == 1  # written by rank 0 only
     assert load_checkpoint(checkpoints[0])["config"]["single_spec"]  # its config loads in one process
@@ -96,9 +103,12 @@ def test_torchrun_sasrec_run_logs_once_and_its_checkpoint_evaluates_the_same_in_
     config = {"use_gpu": False, "show_progress": False, "checkpoint_dir": str(tmp_path / "saved"),
               "user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16,
               "inner_size": 32, "n_layers": 1, "n_heads": 1}
-    one_process = run_recbole("SASRec", "ml-100k", config_file_list=[protocol], config_dict=config,
-                              evaluate=checkpoints[0])["test_result"]
+    evaluated = run_recbole("SASRec", "ml-100k", config_file_list=[protocol], config_dict=config,
+                            evaluate=checkpoints[0])
+    one_process = evaluated["test_result"]
     assert one_process == two_processes
+    # the same data, whatever the number of processes: the 2-process log names the same fingerprint
+    assert two_process_fingerprint == evaluated["data_fingerprint"]["data"]
     (tmp_path / "evaluate").mkdir()
     launch(["-m", "recbole_llmsrec", f"--config_files={protocol}", *sasrec_overrides(tmp_path),
             f"--evaluate={checkpoints[0]}"], tmp_path / "evaluate")

@@ -31,7 +31,8 @@ def test_two_seeds_give_mean_std_and_a_p_value_against_the_baseline(run_yaml, tm
     assert sasrec and gru, printed
     assert float(sasrec.group(2)) > 0 and float(gru.group(1)) > 0   # two seeds differ
     assert 0 <= float(gru.group(2)) <= 1
-    assert r"$\pm$" in (tmp_path / "test.tex").read_text() and "$p$=" in (tmp_path / "test.tex").read_text()
+    tex = (tmp_path / "test.tex").read_text()
+    assert r"$\pm$" in tex and "$p$=" in tex and "paired t-test over test users" in tex
     assert (tmp_path / "table.png").read_bytes()[:4] == b"\x89PNG"
 
 

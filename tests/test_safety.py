@@ -204,3 +204,61 @@ def test_a_missing_local_model_directory_says_so_and_how_to_build_the_tiny_one()
     message = str(error.value)
     assert "does not exist" in message and "python -m recbole_llmsrec.tiny_llm ./saved/no-such-llama" in message
     assert "hf download" not in message
+
+
+def crafted_checkpoint(path, config, **state_changes):
+    """A checkpoint whose pickled Config carries ``state_changes`` (what a crafted file could hold)."""
+    import torch
+    from recbole.config import Config as RecBoleConfig
+
+    state = {**config.__getstate__(), **state_changes}
+    honest = RecBoleConfig.__getstate__
+    RecBoleConfig.__getstate__ = lambda self: state
+    try:
+        torch.save({"config": config, "state_dict": {}}, path)
+    finally:
+        RecBoleConfig.__getstate__ = honest
+
+
+@pytest.mark.parametrize("field", ["model_class_path", "model_class_name"])
+def test_a_checkpoints_config_never_imports_the_module_it_names(field, tmp_path, monkeypatch):
+    from recbole_llmsrec.compat import load_checkpoint
+
+    marker = tmp_path / "imported"
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass X: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = Config(model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None})
+    crafted = {"model_class_path": "evilmod:X", "model_class_name": None} if field.endswith("path") \
+        else {"model_class_name": "evilmod"}         # an older version's format, and today's
+    crafted_checkpoint(tmp_path / "evil.pth", config, **crafted)
+    loaded = load_checkpoint(str(tmp_path / "evil.pth"))["config"]
+    assert not marker.exists() and loaded.model_class is None
+    crafted_checkpoint(tmp_path / "fine.pth", config)   # an honest one still names its class
+    assert load_checkpoint(str(tmp_path / "fine.pth"))["config"].model_class.__name__ == "SASRec"
+
+
+def test_no_config_string_reaches_eval(tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w')"
+    monkeypatch.setattr("sys.argv", ["run_recbole.py", f"--epochs={code}"])
+    config = Config(model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None,
+                                                                    "stopping_step": code})
+    assert not marker.exists()
+    assert config["epochs"] == code and config["stopping_step"] == code   # kept as text
+    assert Config(model="SASRec", dataset="ml-100k", config_dict={
+        "train_neg_sample_args": "None", "topk": "[5, 10]", "learning_rate": "1e-3"})["topk"] == [5, 10]
+
+
+def test_kd_dagfm_teacher_must_name_one_of_its_teacher_networks(tmp_path):
+    marker = tmp_path / "ran"
+    with pytest.raises(ValueError, match=r"teacher=.* is not allowed: KD_DAGFM's teacher is one of"):
+        Config(model="KD_DAGFM", dataset="ml-100k",
+               config_dict={"teacher": f"(open({str(marker)!r}, 'w'), CrossNet)[1]"})
+    assert not marker.exists()
+    assert Config(model="KD_DAGFM", dataset="ml-100k", config_dict={"teacher": "CrossNet"})
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere/x", "a/b", "..", "x\\y"])
+def test_a_dataset_name_with_a_path_in_it_is_refused(name):
+    with pytest.raises(ValueError, match=r"dataset .* must be a plain name"):
+        Config(model="SASRec", dataset=name)

@@ -118,6 +118,16 @@ def load_meta(line):
         return None
 
 
+def skipping_failures(parse, *args):
+    """``parse(*args)``, or None (a malformed line, skipped and counted) whatever it raises: a line is
+    untrusted input, and one exception type missed (a RecursionError from 100,000 nested ``[``, from
+    ``json`` or from ``str`` of a title nested 900 deep) must not end the whole conversion."""
+    try:
+        return parse(*args)
+    except Exception:  # noqa: BLE001 -- any failure to parse one line only skips that line
+        return None
+
+
 def parse_meta(line, max_description):
     """``(item, fields, literal)`` of a metadata line of either release, or None if malformed."""
     loaded = load_meta(line)
@@ -283,7 +293,7 @@ class Converter:
         counts = {"read": 0, "undecodable": 0}
         buffer, lines, malformed, low, unsampled = [], 0, 0, 0, 0
         for lines, line in enumerate(read_lines(self.reviews, counts), 1):
-            review = parse_review(line)
+            review = skipping_failures(parse_review, line)
             if review is None:
                 malformed += 1
                 continue
@@ -410,7 +420,7 @@ class Converter:
     def _titled_items(self):
         titled = np.zeros(len(self.items), dtype=bool)
         for line in read_lines(self.meta, {"read": 0, "undecodable": 0}):
-            parsed = parse_meta(line, self.max_description)
+            parsed = skipping_failures(parse_meta, line, self.max_description)
             if parsed and parsed[1]["title"] and parsed[0] in self.items:
                 titled[self.items[parsed[0]]] = True
         if len(titled) and not titled.any():
@@ -426,7 +436,7 @@ class Converter:
             out.write("item_id:token\ttitle:token_seq\tdescription:token_seq\tcategories:token_seq\t"
                       "price:float\tbrand:token\n")
             for line in read_lines(self.meta, counts):
-                parsed = parse_meta(line, self.max_description)
+                parsed = skipping_failures(parse_meta, line, self.max_description)
                 if parsed is None:
                     malformed += 1
                     continue
