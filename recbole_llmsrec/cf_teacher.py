@@ -101,6 +101,11 @@ def build_teacher(config, dataset):
         return checked_teacher(teacher_class(cf_config["model"])(cf_config, dataset)), False
     checkpoint = load_checkpoint(path, map_location="cpu")
     cf_config = checkpoint["config"]
+    try:
+        teacher_class(cf_config["model"])
+    except ValueError as error:  # e.g. an LLMSRec checkpoint: advising cf_model: LLMSRec would fail too
+        raise ValueError(f"cf_checkpoint={path} holds a {cf_config['model']}, which cannot be the "
+                         f"teacher: {error}") from None
     if cf_config["model"] != config["cf_model"]:
         raise ValueError(f"cf_checkpoint={path} is a {cf_config['model']} checkpoint but cf_model is "
                          f"{config['cf_model']}: set cf_model: {cf_config['model']} to use it.")

@@ -4,14 +4,20 @@ pickles its model class as an import path: reading one never runs code); 3 no ``
 4 ``sine.py``'s global anomaly mode off; 5 pandas<3, RecBole-only warning filters; 6 no unpickled caches;
 7 distributed set-up, rank-0 saving, ensure_dir's exist_ok; 8 ``get_data_struct`` moves only tensors."""
 
+import errno
 import importlib
 import os
+import re
+import shutil
+import socket
 import uuid
 import warnings
 from logging import getLogger
 
 import numpy as np
 import torch
+
+from recbole_llmsrec.process import process_exists
 
 _NUMPY2_REMOVED_ALIASES = {"float_": "float64", "complex_": "complex128", "unicode_": "str_"}
 _APPLIED = False
@@ -62,15 +68,48 @@ def registered_model_class(name):
     return found if isinstance(found, type) and issubclass(found, AbstractRecommender) else None
 
 
+PARTIAL_SUFFIX = ".tmp"
+
+
+def _partial_name(path):
+    """``{path}.{host}.{pid}.{random}.tmp``: the host and process that write it, so that a later run can
+    tell a partial file of a killed process (removed) from one being written (left alone)."""
+    return f"{path}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+
+
 def atomic_write(path, write):
-    """``write(temporary_path)`` in the same folder, then an atomic rename: never a half-written ``path``."""
-    partial = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    """``write(temporary_path)`` in the same folder, then an atomic rename: never a half-written ``path``.
+    A full disk is said as such (torch's writer only says ``basic_ios::clear: iostream error``)."""
+    partial = _partial_name(path)
     try:
         write(partial)
         os.replace(partial, path)
+    except (OSError, RuntimeError) as error:
+        folder = os.path.dirname(os.path.abspath(path))
+        full = getattr(error, "errno", None) == errno.ENOSPC or shutil.disk_usage(folder).free < 2**20
+        if not full:
+            raise
+        raise OSError(errno.ENOSPC, f"No space left on device while writing {path} "
+                      f"({shutil.disk_usage(folder).free} bytes free in {folder}); nothing was "
+                      "replaced. Free some space or point checkpoint_dir elsewhere.") from error
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def remove_orphaned_partials(folder):
+    """Remove the partial files (``_partial_name``) that processes of this host killed mid-write left in
+    ``folder`` (``kill -9`` skips ``atomic_write``'s clean-up); returns how many. A partial file of a
+    process still running, or of another host, is left alone."""
+    pattern = re.compile(rf".+\.{re.escape(socket.gethostname())}\.(\d+)\.[0-9a-f]{{8}}"
+                         rf"{re.escape(PARTIAL_SUFFIX)}")
+    removed = 0
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        match = pattern.fullmatch(name)
+        if match and not process_exists(int(match.group(1))):
+            os.remove(os.path.join(folder, name))
+            removed += 1
+    return removed
 
 
 def atomic_torch_save(obj, path):
@@ -103,7 +142,7 @@ def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
     if distributed.is_distributed(self.config):
-        torch.distributed.barrier()  # no rank reads the best model before it is on disk
+        distributed.wait_for_rank0()  # no rank reads the best model before it is on disk
 
 
 def _get_data_struct_with_counts(self, recbole_get_data_struct):

@@ -12,6 +12,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_llmsrec import distributed
+from recbole_llmsrec.settings import check_settings
 from recbole_llmsrec.utils import get_model, is_plugin_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
@@ -21,6 +22,11 @@ MERGED_DICT_KEYS = ("cf_config",)
 
 class Config(RecBoleConfig):
     properties_dir = PROPERTIES_DIR
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list,
+                         config_dict=config_dict)
+        check_settings(self)  # every key the plugin adds, once, before any data is loaded
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()

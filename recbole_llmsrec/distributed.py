@@ -52,13 +52,31 @@ def join_process_group(final):
     if cuda:
         torch.cuda.set_device(final["local_rank"])
     if not dist.is_initialized():
-        minutes = final.get("distributed_timeout_minutes")
         dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=global_rank,
-                                world_size=world, timeout=timedelta(minutes=minutes) if minutes else None)
+                                world_size=world, timeout=_minutes(final, "distributed_timeout_minutes"))
+        # the once-per-job waits (rank 0 trains the teacher or fills a cache alone) get their own group
+        # with a longer bound, so that every other collective fails fast on a rank that stops answering
+        global _ONCE_GROUP
+        _ONCE_GROUP = dist.new_group(timeout=_minutes(final, "distributed_once_timeout_minutes"))
     final.update(single_spec=False, world_size=world,
                  device=torch.device("cuda", final["local_rank"]) if cuda else torch.device("cpu"))
     if global_rank != 0:
         final.update(state="error", show_progress=False, verbose=False)
+
+
+_ONCE_GROUP = None  # the process group of the once-per-job waits (join_process_group)
+DEFAULT_MINUTES = {"distributed_timeout_minutes": 10, "distributed_once_timeout_minutes": 120}
+
+
+def _minutes(final, key):
+    value = final.get(key)
+    return timedelta(minutes=DEFAULT_MINUTES[key] if value is None else value)
+
+
+def wait_for_rank0():
+    """A barrier bounded by ``distributed_once_timeout_minutes``: the others wait while rank 0 works."""
+    if dist.is_initialized():
+        dist.barrier(group=_ONCE_GROUP)
 
 
 def as_single_process(config):
@@ -68,11 +86,12 @@ def as_single_process(config):
 
 
 def from_rank0(config, obj):
-    """``obj`` as rank 0 has it, on every rank (small picklable objects: a path, a file name)."""
+    """``obj`` as rank 0 has it, on every rank (small picklable objects: a path, a file name); the others
+    wait for rank 0 at most ``distributed_once_timeout_minutes``."""
     if not is_distributed(config):
         return obj
     holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
+    dist.broadcast_object_list(holder, src=0, group=_ONCE_GROUP)
     return holder[0]
 
 
@@ -89,7 +108,8 @@ def per_process_batch(config):
 
 
 def run_once(config, work):
-    """``work()`` on rank 0 only; every rank gets its small result (waits ``distributed_timeout_minutes``)."""
+    """``work()`` on rank 0 only; every rank gets its small result (waits at most
+    ``distributed_once_timeout_minutes``)."""
     if not is_distributed(config):
         return work()
     return from_rank0(config, work() if rank() == 0 else None)

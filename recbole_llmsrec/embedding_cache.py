@@ -1,11 +1,12 @@
 """Item embeddings of a FROZEN encoder, computed once into ``<checkpoint_dir>/item_embedding_cache/`` and
 reused across runs, named by a SHA-256 of (encoder identity, text template, every item text). Beside
-``<key>.pt`` (loaded ``weights_only``) sits ``<key>.json`` (shape, dtype, SHA-256), written atomically after
+``<key>.pt`` (loaded ``weights_only``) sits ``<key>.json`` (shape, dtype, keyed SHA-256), written atomically after
 it. A file that does not load or match float32 ``[texts, dim]`` and its sidecar is named in a warning and
 recomputed: a damaged cache costs one recomputation, never wrong embeddings.
 """
 
 import hashlib
+import hmac
 import json
 import os
 from logging import getLogger
@@ -38,8 +39,30 @@ def cache_key(encoder_id, template, texts):
     return digest.hexdigest()
 
 
+KEY_FILE_VARIABLE = "RECBOLE_LLMSREC_CACHE_KEY"
+DEFAULT_KEY_FILE = "~/.config/recbole_llmsrec/cache.key"
+
+
+def cache_key_secret():
+    """The secret keying the cache's checksums: 32 random bytes in a file outside ``checkpoint_dir``
+    (``$RECBOLE_LLMSREC_CACHE_KEY``, default ``~/.config/recbole_llmsrec/cache.key``), created mode 0600
+    on first use. Someone who can write ``checkpoint_dir`` but not this file cannot make a changed
+    tensor pass: an unkeyed SHA-256 they could recompute."""
+    path = os.path.expanduser(os.environ.get(KEY_FILE_VARIABLE, DEFAULT_KEY_FILE))
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(os.urandom(32))
+        except FileExistsError:  # another process created it first
+            pass
+    with open(path, "rb") as file:
+        return file.read()
+
+
 def _checksum(tensor):
-    return hashlib.sha256(tensor.contiguous().numpy()).hexdigest()
+    return hmac.new(cache_key_secret(), tensor.contiguous().numpy().tobytes(), "sha256").hexdigest()
 
 
 def _sidecar(path):
@@ -65,7 +88,7 @@ def _load_checked(path, rows):
     try:
         with open(sidecar, encoding="utf-8") as file:
             meta = json.load(file)
-        shape, dtype, sha256 = meta["shape"], meta["dtype"], meta["sha256"]
+        shape, dtype, sha256 = meta["shape"], meta["dtype"], meta["hmac_sha256"]
     except FileNotFoundError:
         return None, f"checksum file {sidecar} is missing"
     except (OSError, ValueError, TypeError, KeyError) as error:
@@ -73,8 +96,8 @@ def _load_checked(path, rows):
     found = (list(tensor.shape), str(tensor.dtype))
     if (shape, dtype) != found:
         return None, f"checksum file {sidecar} records {dtype} {shape}, not {found[1]} {found[0]}"
-    if sha256 != _checksum(tensor):
-        return None, f"SHA-256 does not match checksum file {sidecar}"
+    if not hmac.compare_digest(sha256, _checksum(tensor)):
+        return None, f"keyed SHA-256 (HMAC) does not match checksum file {sidecar}"
     return tensor, None
 
 
@@ -105,7 +128,8 @@ def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, ba
     progress.close()
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype), "sha256": _checksum(embeddings)}
+    meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype),
+            "hmac_sha256": _checksum(embeddings)}
     atomic_torch_save(embeddings, path)
     atomic_write(_sidecar(path), lambda partial: _write_json(meta, partial))  # the pair now validates
     return embeddings

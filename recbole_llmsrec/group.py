@@ -14,7 +14,8 @@ import numpy as np
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.fingerprint import (PHASES, evaluation_candidates, evaluation_rows,
                                          training_items)
-from recbole_llmsrec.quick_start import build_data, parse_with_overrides, run_recbole, typed_command
+from recbole_llmsrec.quick_start import (build_data, parse_with_overrides, report_user_mistakes,
+                                         run_recbole, typed_command)
 from recbole_llmsrec.utils import get_model, plugin_model_names
 
 SIGNIFICANCE_TEST = "paired t-test over test users, two-sided"
@@ -286,7 +287,12 @@ def group_main(argv=None):
     parser.add_argument("--model_config", default=None,
                         help="a model's own files after the shared ones: NAME:FILE[ FILE],NAME:FILE")
     parser.add_argument("--plot", default=None, metavar="PATH", help="also draw the table (PNG, PDF, ...)")
+    parser.add_argument("--traceback", action="store_true", help="full traceback on a user mistake")
     args, config_file_list = parse_with_overrides(parser, argv)
+    report_user_mistakes(lambda: run_group_command(args, config_file_list, command_line), args.traceback)
+
+
+def run_group_command(args, config_file_list, command_line):
     models = parse_model_list(args.model_list)
     table, runs = run_recbole_group(
         models, args.dataset, config_file_list, valid_latex=args.valid_latex, test_latex=args.test_latex,

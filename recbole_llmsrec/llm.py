@@ -3,6 +3,7 @@ HLLM's ``item_llm_*``, ``user_llm_*``): ``_path`` (hub id or ``save_pretrained``
 (peft), ``_gradient_checkpointing``, and ``trust_remote_code`` (off: checkpoint code never runs).
 ``kind="causal_lm"`` has the LM head; ``kind="base"`` is the bare transformer (no vocabulary logits)."""
 
+import inspect
 import logging
 import os
 import re
@@ -65,7 +66,28 @@ def _check_path(path, key):
             f"at a directory written by save_pretrained (`{key}: DIR` in your YAML or --{key}=DIR). The "
             f"offline profiles' tiny random models are built with `python -m recbole_llmsrec.tiny_llm "
             f"{path}` (add `--architecture opt` for an OPT, `--text-encoder DIR` for the MiniLM encoder).")
-    return expanded if os.path.isdir(expanded) else path
+    if os.path.isdir(expanded):
+        return expanded
+    _check_hub(path, key)
+    return path
+
+
+HUB_PROBE_SECONDS = 10  # one look at the hub before transformers' own retries (five, each warned twice)
+
+
+def _check_hub(repo, key):
+    """A hub id that is neither in the local cache nor reachable on the hub is an ``LLMLoadError`` after
+    one short request, not after transformers' retries; skipped offline (``HF_HUB_OFFLINE``), where
+    transformers itself fails at once."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(repo, "config.json"), str):
+        return
+    try:
+        HfApi().model_info(repo, timeout=HUB_PROBE_SECONDS)
+    except Exception as error:  # noqa: BLE001 -- unreachable, unknown, gated: all mean "cannot load it"
+        raise _load_error(repo, key, f"the Hugging Face hub did not serve it "
+                                     f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
 
 
 def load_tokenizer(path, key="llm_path", trust_remote_code=False):
@@ -134,6 +156,23 @@ def load_llm_from_config(config, prefix="llm", kind="causal_lm", with_tokenizer=
                     gradient_checkpointing=bool(config[f"{prefix}_gradient_checkpointing"]),
                     trust_remote_code=bool(config["trust_remote_code"]), key=f"{prefix}_path",
                     with_tokenizer=with_tokenizer, frozen=frozen)
+
+
+def context_length(model, tokenizer):
+    """The longest prompt ``model`` takes, in tokens: its ``max_position_embeddings`` and the tokenizer's
+    ``model_max_length``, the smaller (transformers' sentinel for "no limit" ignored)."""
+    limits = [getattr(model.config, "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    limits = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 10**9]
+    return min(limits) if limits else 10**9
+
+
+def cache_keyword(model):
+    """The name of the KV-cache argument (and output field) of ``model``'s forward: ``cache`` from
+    transformers 5.x on (``past_key_values`` is deprecated there and removed in 5.40), else
+    ``past_key_values``; the plugin allows both (``transformers>=4.56``)."""
+    forward = getattr(model, "forward", None)
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def attention_kernels():

@@ -20,7 +20,8 @@ from recbole.utils import ModelType, get_environment, get_flops, init_logger, in
 
 from recbole_llmsrec.cf_teacher import data_differences, show_loaded_teacher_settings
 from recbole_llmsrec.checkpoint_data import check_checkpoint_data, check_checkpoint_file, data_ids
-from recbole_llmsrec.compat import load_checkpoint
+from recbole_llmsrec.compat import load_checkpoint, remove_orphaned_partials
+from recbole_llmsrec.embedding_cache import CACHE_SUBDIR
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.distributed import is_distributed, rank
@@ -68,6 +69,9 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
                                                       show_progress=config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
+    if getattr(model, "prompts_shortened", 0):
+        logger.info(f"{model.prompts_shortened} prompts were longer than the LLM's context and were cut, "
+                    "oldest history items first (README \"Security and data safety\")")
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f"{result_note(config, fingerprint)}: {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f"{result_note(config, fingerprint)}: {test_result}")
@@ -105,6 +109,11 @@ def start_log(config, config_file_list, command_line):
     logger.info(f"protocol: {protocol_line(config)}")
     for level, note in getattr(config, "file_notes", []):
         getattr(logger, level)(note)
+    if rank() == 0:
+        for folder in (config["checkpoint_dir"], os.path.join(config["checkpoint_dir"], CACHE_SUBDIR)):
+            removed = remove_orphaned_partials(folder)
+            if removed:
+                logger.info(f"removed {removed} partial file(s) of killed saves from {folder}")
     for handler in logger.handlers:  # RecBole's file handler writes under ./log/
         if isinstance(handler, logging.FileHandler) and f"{os.sep}log{os.sep}" in handler.baseFilename:
             logger.info(f"log file: {os.path.abspath(handler.baseFilename)}")
@@ -152,6 +161,9 @@ def build_parser():
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, later ones win")
     parser.add_argument("--checkpoint", default=None,
                         help="resume training from this checkpoint (a .pth under checkpoint_dir)")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on a user mistake (a bad setting, model, file or checkpoint), show the "
+                        "full traceback instead of one line (the log file keeps it either way)")
     parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                         help="evaluate this saved model on the test split, without training")
     for flag, default, meaning in (  # RecBole's multi-process launch (or use torchrun)
@@ -178,9 +190,34 @@ def typed_command(argv):
     return shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
 
 
+USER_MISTAKES = (ValueError, FileNotFoundError)  # the plugin's messages for what the user can fix
+
+
+def report_user_mistakes(work, show_traceback=False):
+    """``work()``; a user mistake (``USER_MISTAKES``) ends with one line on stderr, its traceback in the
+    log file (when one is open) and exit status 2, unless ``show_traceback`` (``--traceback``)."""
+    try:
+        return work()
+    except USER_MISTAKES as error:
+        if show_traceback:
+            raise
+        record = logging.LogRecord("recbole_llmsrec", logging.ERROR, __file__, 0, "run stopped: %s",
+                                   (error,), sys.exc_info())
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv=None):
     command_line = typed_command(argv)
     args, config_file_list = parse_with_overrides(build_parser(), argv)
+    return report_user_mistakes(lambda: launch(args, config_file_list, command_line), args.traceback)
+
+
+def launch(args, config_file_list, command_line):
+    """One process (or one of torchrun's), or RecBole's ``--nproc`` spawn of several."""
     kwargs = dict(model=args.model, dataset=args.dataset, config_file_list=config_file_list,
                   checkpoint=args.checkpoint, evaluate=args.evaluate, command_line=command_line)
     if args.nproc == 1 and args.world_size <= 0:

@@ -26,6 +26,8 @@ def isolated_run(tmp_path, monkeypatch):
     """RecBole's Config parses sys.argv and its logger writes ./log: keep both away from pytest."""
     monkeypatch.setattr(sys, "argv", ["pytest"])
     monkeypatch.chdir(tmp_path)
+    # the embedding cache's secret key: one per test, not in the user's home
+    monkeypatch.setenv("RECBOLE_LLMSREC_CACHE_KEY", str(tmp_path / "cache.key"))
 
 
 @pytest.fixture

@@ -373,3 +373,20 @@ def test_a_gru4rec_teacher_runs_all_three_stages(allmrec_config):
                                           for v in trainer.train_loss_dict.values())
     result = trainer.evaluate(test_data, load_best_model=False)
     assert 0 <= result["hit@10"] <= 1
+
+
+def test_a_prompt_longer_than_the_llms_context_loses_its_oldest_history_items(allmrec_config):
+    _, model, *_ = prepare(allmrec_config)
+    model.eval()
+    history, candidates = [5, 9, 2, 7, 11], [3, 4, 6]
+    full = model._prompt_ids(history, candidates)
+    answer = max(len(model._title_tokens(item)) for item in candidates)
+    model.max_prompt_tokens = len(full) + answer - 1        # one token too many
+    prompt, kept = model._fitted_prompt(history, candidates, answer)
+    assert kept == history[len(history) - len(kept):] and 0 < len(kept) < len(history)  # newest kept
+    assert len(prompt) + answer <= model.max_prompt_tokens and model.prompts_shortened == 1
+    assert prompt == model._prompt_ids(kept, candidates)      # the instruction and candidates stay
+    with torch.no_grad():                                      # ranking runs on the cut prompt
+        scores = model.prompt_log_likelihoods(model._users(user_row(model, history)), [history],
+                                              [candidates])
+    assert scores[0].shape == (3,) and torch.isfinite(scores[0]).all()

@@ -69,3 +69,20 @@ def test_help_names_the_plugin_models(capsys):
         with pytest.raises(SystemExit):
             command(["--help"])
         assert "ALLMRec, HLLM, LLMSRec" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model=SASRek"], "model 'SASRek' is neither a recbole-llmsrec model .* Did you mean SASRec"),
+    (["--model=SASRec", "--adam_betas=[0.9]", "--train_neg_sample_args=None"],
+     "adam_betas=\\[0.9\\] is not allowed: it must be"),
+    (["--model=SASRec", "--evaluate=no/such.pth", "--train_neg_sample_args=None"],
+     "checkpoint file not found: no/such.pth"),
+])
+def test_a_user_mistake_ends_with_one_line_and_exit_2_and_traceback_shows_it(arguments, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["-d", "ml-100k", "--show_progress=False", *arguments])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert re.search(f"^error: {message}", error) and "Traceback" not in error
+    with pytest.raises(ValueError if "checkpoint" not in message else FileNotFoundError):
+        main(["-d", "ml-100k", "--show_progress=False", *arguments, "--traceback"])

@@ -278,3 +278,29 @@ def test_recbole_creates_checkpoint_dir_safely_when_another_process_just_did(tmp
     (tmp_path / "saved").mkdir()  # another rank created it between RecBole's check and its makedirs
     monkeypatch.setattr(os.path, "exists", lambda path: False)
     recbole_trainer.ensure_dir(str(tmp_path / "saved"))  # RecBole's own raised FileExistsError here
+
+
+def test_a_rank_that_stops_answering_fails_the_job_fast_but_once_per_job_waits_may_be_long(tmp_path):
+    import signal
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    processes = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "stalled_rank.py"), "0.1"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path))
+    try:
+        started = time.monotonic()
+        output, _ = processes[0].communicate(timeout=120)
+        assert "once-per-job wait: done" in output, output[-2000:]   # 9 s alone: past the 6 s bound
+        failed = re.search(r"failed after ([0-9.]+) s", output)
+        assert failed and float(failed.group(1)) < 20, output[-2000:]
+        assert time.monotonic() - started < 90
+    finally:
+        processes[1].send_signal(signal.SIGKILL)
+        processes[1].wait()

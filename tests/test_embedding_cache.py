@@ -105,7 +105,7 @@ def test_valid_cache_is_a_hit_and_carries_a_checksum(tmp_path, caplog):
     assert encoder.calls == 0 and not caplog.records
     meta = json.loads(Path(path[:-3] + ".json").read_text())
     assert meta["shape"] == [5, 4] and meta["dtype"] == "torch.float32"
-    assert len(meta["sha256"]) == 64
+    assert len(meta["hmac_sha256"]) == 64
     assert sorted(os.listdir(os.path.dirname(path))) == sorted(   # no temporary file left behind
         [os.path.basename(path), os.path.basename(path)[:-3] + ".json"])
 
@@ -168,3 +168,16 @@ def test_batches_that_miss_or_repeat_a_row_are_refused(tmp_path):
         with pytest.raises(ValueError, match="exactly once"):
             cached_item_embeddings(TEXTS, FakeEncoder(), cache_dir=str(tmp_path), encoder_id="fake",
                                    template="{value}", batches=batches)
+
+
+def test_a_tensor_changed_with_a_recomputed_unkeyed_checksum_is_reported(tmp_path, caplog):
+    import hashlib
+
+    encoder, run, fresh, path = fake_cache(tmp_path)
+    forged = torch.randn_like(fresh)
+    torch.save(forged, path)
+    sidecar = Path(path[:-3] + ".json")
+    meta = json.loads(sidecar.read_text())
+    meta["hmac_sha256"] = hashlib.sha256(forged.numpy().tobytes()).hexdigest()   # what a forger can do
+    sidecar.write_text(json.dumps(meta))
+    assert_recomputed(encoder, run, fresh, path, caplog, "keyed SHA-256 (HMAC) does not match")

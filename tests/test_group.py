@@ -43,7 +43,7 @@ def test_a_model_on_other_data_is_refused_before_anything_trains(run_yaml, tmp_p
     with pytest.raises(ValueError, match=r"GRU4Rec would be evaluated on other data than SASRec .*"
                                          r"first difference in valid rows, row 0"):
         group_main(["--model_list=SASRec,GRU4Rec", "-d", "ml-100k", f"--config_files={run_yaml}",
-                    f"--model_config=GRU4Rec:{other}"])
+                    f"--model_config=GRU4Rec:{other}", "--traceback"])
 
 
 @pytest.mark.parametrize("text, problem", [("SASRec,SASRec", "more than once"),

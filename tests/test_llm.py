@@ -107,3 +107,19 @@ def test_load_report_is_silent_for_the_dropped_lm_head_only(tiny_llama_dir, tmp_
         assert [r for r in reports if "LOAD REPORT" in r and "MISSING" in r]
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_hub_id_the_hub_does_not_serve_fails_at_once_with_the_key_and_the_fix(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    from recbole_llmsrec.llm import LLMLoadError, load_llm
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    started = time.monotonic()
+    with pytest.raises(LLMLoadError, match=r"llm_path='no-such-org/no-such-model' could not be loaded: "
+                                           r"the Hugging Face hub did not serve it .* Point llm_path at a "
+                                           r"local copy"):
+        load_llm("no-such-org/no-such-model")
+    assert time.monotonic() - started < 30   # one short request, not transformers' retries

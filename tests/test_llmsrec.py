@@ -369,3 +369,38 @@ def test_the_teacher_trains_and_validates_without_the_runs_diagnostics(llmsrec_c
         llmsrec_config, eval_shuffle_history=True, eval_item_groups=[10]))
     teacher = teacher_config(config)
     assert not teacher["eval_shuffle_history"] and not teacher["eval_item_groups"]
+
+
+def test_a_cf_checkpoint_of_a_model_that_cannot_teach_says_so_without_bad_advice(llmsrec_config,
+                                                                                  tmp_path):
+    from recbole_llmsrec.cf_teacher import build_teacher
+
+    path = tmp_path / "llmsrec.pth"
+    torch.save({"config": Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config),
+                "state_dict": {}}, path)
+    run = Config(model="LLMSRec", dataset="ml-100k", config_dict=dict(llmsrec_config,
+                                                                      cf_checkpoint=str(path)))
+    with pytest.raises(ValueError, match=r"holds a LLMSRec, which cannot be the teacher: "
+                                         r"cf_model='LLMSRec' is not a RecBole sequential model") as raised:
+        build_teacher(run, dataset=None)
+    assert "set cf_model" not in str(raised.value)
+
+
+def test_a_prompt_longer_than_the_llms_context_loses_its_oldest_history_items(llmsrec_config, caplog):
+    import re
+
+    _, model, train_data, *_ = prepare(llmsrec_config)
+    batch = next(iter(train_data))
+    full, _ = model._user_prompts(batch)
+    assert model.prompts_shortened == 0
+    model.max_prompt_tokens = 90
+    with caplog.at_level("WARNING"):
+        prompts, history = model._user_prompts(batch)
+    assert "longer than the LLM's context of 90 tokens" in caplog.text
+    assert max(len(model.tokenizer(p)["input_ids"]) for p in prompts) <= 90
+    assert 0 < model.prompts_shortened <= len(prompts)
+    titles = lambda prompt: re.findall(r'"([^"]*)"\[HistoryEmb\]', prompt)  # noqa: E731
+    for whole, cut in zip(full, prompts):
+        assert cut.endswith("[UserOut]") and 1 <= len(titles(cut)) <= len(titles(whole))
+        assert titles(cut) == titles(whole)[len(titles(whole)) - len(titles(cut)):]   # the newest kept
+    assert len(history) == sum(len(titles(p)) for p in prompts)

@@ -188,8 +188,9 @@ def test_an_atomic_row_with_more_fields_than_its_header_is_refused(tmp_path):
                                          + "".join(f"{u}\t{i}\t{u * 10 + i}\n" for u in range(1, 6)
                                                    for i in range(1, 6)))
     (folder / "tabbed.item").write_text("item_id:token\ttitle:token_seq\n1\tHeat\n2\tUp\tand away\n")
-    config = Config(model="SASRec", dataset="tabbed", config_dict={
-        "data_path": str(tmp_path), "train_neg_sample_args": None, "checkpoint_dir": str(tmp_path)})
+    config = Config(model="SASRec", dataset="tabbed", config_dict={  # the .item file is read
+        "data_path": str(tmp_path), "train_neg_sample_args": None, "checkpoint_dir": str(tmp_path),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]}})
     from recbole_llmsrec.data.dataset import create_dataset
 
     with pytest.raises(ValueError, match=r"tabbed\.item, line 3: 3 fields where the header has 2"):
@@ -262,3 +263,19 @@ def test_kd_dagfm_teacher_must_name_one_of_its_teacher_networks(tmp_path):
 def test_a_dataset_name_with_a_path_in_it_is_refused(name):
     with pytest.raises(ValueError, match=r"dataset .* must be a plain name"):
         Config(model="SASRec", dataset=name)
+
+
+@pytest.mark.parametrize("path_kind", ["evaluate", "checkpoint"])
+def test_a_crafted_checkpoint_imports_nothing_through_the_command_line_paths(path_kind, tmp_path,
+                                                                            monkeypatch,
+                                                                            small_sasrec_config):
+    marker = tmp_path / "imported"
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass X: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = dict(small_sasrec_config, epochs=1)
+    config = Config(model="SASRec", dataset="ml-100k", config_dict=settings)
+    crafted_checkpoint(tmp_path / "evil.pth", config, model_class_path="evilmod:X",
+                       model_class_name=None)
+    with pytest.raises((RuntimeError, ValueError, KeyError)):   # its weights are empty
+        run_recbole("SASRec", "ml-100k", config_dict=settings, **{path_kind: str(tmp_path / "evil.pth")})
+    assert not marker.exists()

@@ -25,6 +25,8 @@ import zlib
 
 import numpy as np
 
+from recbole_llmsrec.process import process_exists
+
 RECORD = np.dtype([("user", "<i4"), ("item", "<i4"), ("rating", "<f4"), ("time", "<f8"), ("line", "<i8")])
 CHUNK_RECORDS = 1 << 16
 TAGS = re.compile(r"<[^>]+>")
@@ -248,7 +250,7 @@ class Converter:
         """Remove work folders of killed runs (SIGKILL cannot clean up): their named process is gone."""
         for work in glob.glob(os.path.join(glob.escape(self.folder), f".{glob.escape(self.name)}.tmp-*-*")):
             pid = os.path.basename(work).rsplit(".tmp-", 1)[1].split("-")[0]
-            if pid.isdigit() and not _process_exists(int(pid)):
+            if pid.isdigit() and not process_exists(int(pid)):
                 shutil.rmtree(work, ignore_errors=True)
 
     def _check_targets(self):
@@ -461,16 +463,6 @@ class Converter:
                            "items without metadata": len(wanted) - len(written),
                            "share of items with title": titled / n_items,
                            "share of items with description": described / n_items})
-
-
-def _process_exists(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        return True
-    return True
 
 
 def fraction(text):

@@ -7,7 +7,6 @@ items, CSR, every training interaction) for negatives.
 """
 
 import importlib
-import os
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +16,7 @@ from recbole.utils import ModelType
 
 from recbole_llmsrec.compat import create_dataset_without_pickle, refuse_pickle_caches
 from recbole_llmsrec.config import require_at_least
+from recbole_llmsrec.data.atomic_files import check_atomic_files
 
 
 def interaction_matrix(split, lists=True):
@@ -102,26 +102,6 @@ class HLLMDataset(UserSequenceDataset):
 
     def window_stride(self):
         return self.config["MAX_ITEM_LIST_LENGTH"]
-
-
-def check_atomic_files(config):
-    """Refuse an atomic file with a row holding more (or fewer) fields than its header: RecBole's
-    loader shifts such a row's columns silently (a title with a raw tab in it)."""
-    separator = config["field_separator"]
-    folder, name = config["data_path"], config["dataset"]
-    for suffix in ("inter", "item", "user"):
-        path = os.path.join(folder, f"{name}.{suffix}")
-        if not os.path.isfile(path):
-            continue
-        with open(path, encoding=config["encoding"], newline="\n") as lines:
-            fields = len(next(lines, "").rstrip("\r\n").split(separator))
-            for number, line in enumerate(lines, 2):
-                found = len(line.rstrip("\r\n").split(separator))
-                if found != fields and line.strip():
-                    raise ValueError(
-                        f"{path}, line {number}: {found} fields where the header has {fields} (a value "
-                        "holding the field separator, e.g. a raw tab in a title?). Remove it from the "
-                        "value; RecBole would shift the row's columns.")
 
 
 def create_dataset(config):

@@ -12,6 +12,8 @@ Bugs of the original avoided (spec section 7): SASRec dropout stays off; negativ
 and outside the user's whole training history (never the target); the candidate order ignores which
 candidate is the target; the stage-1 data is shuffled; one optimizer step per batch."""
 
+from logging import getLogger
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -24,7 +26,8 @@ from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import build_item_texts, build_item_titles, without_special_tokens
 from recbole_llmsrec.distributed import rank
 from recbole_llmsrec.layers import projection_mlp, rows_by_user
-from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm, load_llm_from_config,
+from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, context_length, load_llm,
+                                 load_llm_from_config,
                                  mean_pooled, require_causal, uses_gradient_checkpointing)
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
@@ -106,6 +109,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         self.negative_generator = torch.Generator().manual_seed(config["seed"] + rank())
         self.seed = config["seed"]
         self._title_token_cache = {}
+        self.max_prompt_tokens = context_length(self.llm, self.tokenizer)
+        self.prompts_shortened = 0
 
     # ----- modes -----------------------------------------------------------------------------
     def train(self, mode=True):
@@ -208,6 +213,23 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         # the user's soft token goes first, before BOS, as in the original
         return [self.user_token_id] + self.tokenizer(text)["input_ids"]
 
+    def _fitted_prompt(self, history, candidates, answer_tokens):
+        """``(prompt ids, history kept)``: the prompt with room for ``answer_tokens`` more tokens inside the
+        LLM's context (``context_length``), its oldest history items left out first; the instruction
+        and the candidates always stay (counted in ``prompts_shortened``, warned about once)."""
+        ids, start = self._prompt_ids(history, candidates), 0
+        while len(ids) + answer_tokens > self.max_prompt_tokens and start < len(history):
+            start += 1
+            ids = self._prompt_ids(history[start:], candidates)
+        if start:
+            if not self.prompts_shortened:
+                getLogger().warning(
+                    f"ALLMRec: a prompt is longer than the LLM's context of {self.max_prompt_tokens} "
+                    "tokens: its oldest history items are left out until it fits (the instruction and "
+                    "the candidates stay); the number of prompts cut is logged at the end of the run.")
+            self.prompts_shortened += 1
+        return ids, history[start:]
+
     def _history(self, interaction):
         seqs, lengths = interaction[self.ITEM_SEQ].tolist(), interaction[self.ITEM_SEQ_LEN].tolist()
         return [seq[max(0, n - self.history_max_items):n] for seq, n in zip(seqs, lengths)]
@@ -244,9 +266,11 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         for history, positive, others in zip(self._history(interaction), target.tolist(),
                                              negatives.tolist()):
             candidates = self.candidate_order([positive] + others)
-            rows.append(self._prompt_ids(history, candidates))
+            answer = self._title_tokens(positive)
+            prompt, history = self._fitted_prompt(history, candidates, len(answer))
+            rows.append(prompt)
             slot_items.extend(history + candidates)
-            answers.append(self._title_tokens(positive))
+            answers.append(answer)
         ids, mask, label_positions, labels = _pad_with_answers(rows, answers, self.eos_token_id, device)
         with attention_kernels():
             hidden = self.llm.base_model(inputs_embeds=self._embed(ids, users, slot_items),
@@ -266,7 +290,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         last, each trie token with children), each once. Identical titles share a path and tie."""
         rows, slot_items, node_rows, predictors, tokens, answer_nodes = [], [], [], [], [], []
         for row, (history, candidates) in enumerate(zip(histories, candidate_lists)):
-            prompt = self._prompt_ids(history, candidates)
+            deepest = max(len(self._title_tokens(item)) for item in candidates)
+            prompt, history = self._fitted_prompt(history, candidates, deepest)
             slot_items.extend(history + candidates)
             node_of, parents, trie = {}, [], []
             for item in candidates:
@@ -313,7 +338,8 @@ class ALLMRec(FrozenLLMNotSaved, SequentialRecommender):
         """Greedy free-text answer of the LLM for ONE user and its candidates (the paper's protocol)."""
         users = self._users(interaction_row)
         history = self._history(interaction_row)[0]
-        ids = torch.tensor([self._prompt_ids(history, candidates)], device=self._device())
+        prompt, history = self._fitted_prompt(history, candidates, max_new_tokens)
+        ids = torch.tensor([prompt], device=self._device())
         output = self.llm.generate(inputs_embeds=self._embed(ids, users, history + candidates),
                                    attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                    do_sample=False, num_beams=1, eos_token_id=self.eos_token_id,

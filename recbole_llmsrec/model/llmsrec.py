@@ -12,6 +12,7 @@ negatives exclude the history AND the target (the original could draw the target
 seeded; the teacher runs in eval mode (the original left its dropout on); int8 loading not reproduced."""
 
 import time
+from logging import getLogger
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,8 @@ from recbole_llmsrec.config import require_at_least
 from recbole_llmsrec.data.item_text import build_item_titles, truncate_to_tokens, without_special_tokens
 from recbole_llmsrec.distributed import rank
 from recbole_llmsrec.layers import ItemMatrixPerEvaluation, in_length_order, projection_mlp, rows_by_user
-from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, load_llm_from_config,
+from recbole_llmsrec.llm import (FrozenLLMNotSaved, attention_kernels, cache_keyword, context_length,
+                                 load_llm_from_config,
                                  require_causal, uses_gradient_checkpointing)
 
 HISTORY_TOKEN, USER_OUT_TOKEN, ITEM_OUT_TOKEN = "[HistoryEmb]", "[UserOut]", "[ItemOut]"
@@ -89,6 +91,10 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         # title lengths in tokens, to batch prompts of similar length (item 0, padding, counts 0)
         title_ids = self.tokenizer(self.titles[1:])["input_ids"]
         self.title_tokens = torch.tensor([0] + [len(ids) for ids in title_ids])
+        # a user prompt is cut to the LLM's context, oldest history items first (_user_prompts)
+        self.max_prompt_tokens = context_length(self.llm, self.tokenizer)
+        self.template_tokens = len(self.tokenizer(self.user_template)["input_ids"])
+        self.prompts_shortened = 0
         self.time_list_field = self._time_list_field(config, dataset)
         self.time_scale = {"s": 1.0, "ms": 1e-3}[config["time_field_unit"]]
 
@@ -145,14 +151,36 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         times = interaction[self.time_list_field].tolist() if self.time_list_field else None
         prompts, history = [], []
         for row, (seq, length) in enumerate(zip(item_seq, lengths)):
-            start = max(0, length - self.history_max_items)
-            parts = []
-            for k, position in enumerate(range(start, length), 1):
-                date = f"Time: {self._date(times[row][position])}, " if times else ""
-                parts.append(f'Item No.{k}, {date}"{self.titles[seq[position]]}"{HISTORY_TOKEN}')
+            first = start = max(0, length - self.history_max_items)
+            prompt = self._user_prompt(seq, times[row] if times else None, start, length)
+            while start < length - 1 and self._too_long(prompt, seq[start:length]):
+                start += 1  # the oldest history item goes first; the instruction always stays
+                prompt = self._user_prompt(seq, times[row] if times else None, start, length)
+            self.prompts_shortened += start > first
             history.extend(seq[start:length])
-            prompts.append(self.user_template.replace("{history}", ",".join(parts)))
+            prompts.append(prompt)
         return prompts, history
+
+    def _user_prompt(self, seq, times, start, length):
+        parts = []
+        for k, position in enumerate(range(start, length), 1):
+            date = f"Time: {self._date(times[position])}, " if times else ""
+            parts.append(f'Item No.{k}, {date}"{self.titles[seq[position]]}"{HISTORY_TOKEN}')
+        return self.user_template.replace("{history}", ",".join(parts))
+
+    def _too_long(self, prompt, items):
+        """Whether ``prompt`` has more tokens than the LLM's context (``context_length``); tokenized only
+        when an upper bound from the titles' lengths says it might."""
+        bound = self.template_tokens + int(self.title_tokens[items].sum()) + 24 * len(items)
+        if bound <= self.max_prompt_tokens:
+            return False
+        too_long = len(self.tokenizer(prompt)["input_ids"]) > self.max_prompt_tokens
+        if too_long and not self.prompts_shortened:
+            getLogger().warning(
+                f"LLMSRec: a user prompt is longer than the LLM's context of {self.max_prompt_tokens} "
+                "tokens: its oldest history items are left out until it fits (the instruction stays); "
+                "the number of prompts cut is logged at the end of the run.")
+        return too_long
 
     def _item_prompts(self, items):
         return [self.item_template.replace("{title}", self.titles[i]) for i in items.tolist()]
@@ -169,7 +197,8 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
         if key not in self._prefix_kv:
             ids = torch.tensor([self._prefix_ids(kind)], device=device)
             with torch.no_grad(), attention_kernels():
-                cache = self.llm(input_ids=ids, use_cache=True).past_key_values
+                output = self.llm(input_ids=ids, use_cache=True)
+                cache = getattr(output, cache_keyword(self.llm))
             self._prefix_kv[key] = (ids[0], [(layer.keys, layer.values) for layer in cache.layers])
         ids, layers = self._prefix_kv[key]
         cache = DynamicCache(config=self.llm.config)
@@ -206,7 +235,8 @@ class LLMSRec(ItemMatrixPerEvaluation, FrozenLLMNotSaved, SequentialRecommender)
                 cache = None  # tokenization differs at the boundary: run the plain path
         with attention_kernels():
             hidden = self.llm(inputs_embeds=embeds[:, start:], attention_mask=mask,
-                              past_key_values=cache, use_cache=cache is not None).last_hidden_state
+                              use_cache=cache is not None,
+                              **{cache_keyword(self.llm): cache}).last_hidden_state
         return hidden[out_slots[:, start:]].float()
 
     def _user_states(self, interaction, use_prefix_cache=True):
