@@ -86,15 +86,22 @@ def atomic_write(path, write):
         os.replace(partial, path)
     except (OSError, RuntimeError) as error:
         folder = os.path.dirname(os.path.abspath(path))
-        full = getattr(error, "errno", None) == errno.ENOSPC or shutil.disk_usage(folder).free < 2**20
-        if not full:
+        free = _free_bytes(folder)
+        if getattr(error, "errno", None) != errno.ENOSPC and (free is None or free >= 2**20):
             raise
         raise OSError(errno.ENOSPC, f"No space left on device while writing {path} "
-                      f"({shutil.disk_usage(folder).free} bytes free in {folder}); nothing was "
-                      "replaced. Free some space or point checkpoint_dir elsewhere.") from error
+                      f"({free} bytes free in {folder}); nothing was replaced. Free some space or "
+                      "point checkpoint_dir elsewhere.") from error
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def _free_bytes(folder):
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:  # the folder itself is gone: the original error says more
+        return None
 
 
 def remove_orphaned_partials(folder):

@@ -27,6 +27,10 @@ class Config(RecBoleConfig):
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list,
                          config_dict=config_dict)
         check_settings(self)  # every key the plugin adds, once, before any data is loaded
+        if self["distributed_strategy"] == "fsdp" and self["single_spec"]:
+            self.file_notes = [*getattr(self, "file_notes", []), ("warning", "distributed_strategy: "
+                               "fsdp has no effect in one process: it shards across the processes of "
+                               "torchrun or --nproc; this run trains unsharded")]
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
@@ -104,9 +108,9 @@ KD_DAGFM_TEACHERS = ("CrossNet", "CIN")
 def check_dataset_name(name):
     """A dataset is a plain name (a folder under ``data_path``): one with a path separator or ``..``
     would make the plugin read ``properties/dataset/<name>.yaml`` and write its log outside their folders."""
-    if name is not None and (not str(name) or any(c in str(name) for c in "/\\") or ".." in str(name)):
+    if name is not None and (str(name) in ("", ".", "..") or any(c in str(name) for c in "/\\")):
         raise ValueError(f"dataset {name!r} is not allowed: it must be a plain name (the folder under "
-                         "data_path holding its atomic files), without '/', '\\' or '..'. Point "
+                         "data_path holding its atomic files), without '/' or '\\', and not '.' or '..'. Point "
                          "data_path at the folder that contains it instead.")
 
 

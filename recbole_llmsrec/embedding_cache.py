@@ -41,6 +41,7 @@ def cache_key(encoder_id, template, texts):
 
 KEY_FILE_VARIABLE = "RECBOLE_LLMSREC_CACHE_KEY"
 DEFAULT_KEY_FILE = "~/.config/recbole_llmsrec/cache.key"
+KEY_BYTES = 32
 
 
 def cache_key_secret():
@@ -49,16 +50,32 @@ def cache_key_secret():
     on first use. Someone who can write ``checkpoint_dir`` but not this file cannot make a changed
     tensor pass: an unkeyed SHA-256 they could recompute."""
     path = os.path.expanduser(os.environ.get(KEY_FILE_VARIABLE, DEFAULT_KEY_FILE))
-    if not os.path.isfile(path):
+    key = _read_key(path)
+    if key is None:  # absent, or not 32 bytes (damaged): a complete one replaces it atomically
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.tmp"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(os.urandom(KEY_BYTES))
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(os.urandom(32))
-        except FileExistsError:  # another process created it first
-            pass
-    with open(path, "rb") as file:
-        return file.read()
+            os.link(partial, path)  # never a half-written key; fails if another process made one
+        except FileExistsError:
+            if _read_key(path) is None:
+                os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+        key = _read_key(path)
+    return key
+
+
+def _read_key(path):
+    try:
+        with open(path, "rb") as file:
+            key = file.read()
+    except FileNotFoundError:
+        return None
+    return key if len(key) == KEY_BYTES else None
 
 
 def _checksum(tensor):

@@ -67,7 +67,9 @@ def parse_model_config(text, models):
 
 
 def _rows(train, valid, test, fingerprint_history):
-    parts = {"train": training_items(train._dataset, fingerprint_history)}
+    items = train._dataset.field2id_token[train._dataset.iid_field][1:]
+    parts = {"catalogue": [[item] for item in sorted(items.tolist())],
+             "train": training_items(train._dataset, fingerprint_history)}
     for phase, loader in zip(PHASES, (valid, test)):
         parts[f"{phase} rows"] = evaluation_rows(loader)
         parts[f"{phase} candidates"] = evaluation_candidates(loader) or []
@@ -233,7 +235,7 @@ def plot_results(path, summaries):
 
 def run_recbole_group(model_list, dataset, config_file_list=None, config_dict=None,
                       valid_latex="./latex/valid.tex", test_latex="./latex/test.tex", seeds=None,
-                      baseline=None, model_config=None, plot=None):
+                      baseline=None, model_config=None, plot=None, command_line=None):
     """Every model of ``model_list`` on the same data (checked by fingerprint before training), once per
     seed; LaTeX tables of the best validation and the test results (mean ± std, test p-values against
     ``baseline``, default the first model) written to ``valid_latex``/``test_latex``, a picture to
@@ -249,7 +251,12 @@ def run_recbole_group(model_list, dataset, config_file_list=None, config_dict=No
     files_of = {m: [*(config_file_list or []), *own.get(m, [])] for m in models}
     settings = lambda seed: {**(config_dict or {}), **({} if seed is None else {"seed": seed})}  # noqa: E731
     fingerprint = check_same_data(models, dataset, files_of, settings(seeds[0]))
-    runs = {m: [run_recbole(m, dataset, files_of[m] or None, settings(s)) for s in seeds] for m in models}
+    def run(model, seed):
+        note = f" (group run: {model}, seed {seed})" if command_line else None
+        return run_recbole(model, dataset, files_of[model] or None, settings(seed),
+                           command_line=note and command_line + note)
+
+    runs = {m: [run(m, s) for s in seeds] for m in models}
     for model, results in runs.items():  # per seed: the candidates are seeded, so seeds differ
         for seed, result, first in zip(seeds, results, runs[models[0]]):
             if result["data_fingerprint"]["data"] != first["data_fingerprint"]["data"]:
@@ -297,7 +304,8 @@ def run_group_command(args, config_file_list, command_line):
     table, runs = run_recbole_group(
         models, args.dataset, config_file_list, valid_latex=args.valid_latex, test_latex=args.test_latex,
         seeds=parse_seeds(args.seeds), baseline=args.baseline,
-        model_config=parse_model_config(args.model_config, models), plot=args.plot)
+        model_config=parse_model_config(args.model_config, models), plot=args.plot,
+        command_line=command_line)
     fingerprints = ", ".join(run["data_fingerprint"]["data"] for run in runs[models[0]])
     seeds = len(next(iter(runs.values())))
     print(f"\nTest results ({args.dataset}; {command_line}):\nevery model on data {fingerprints} "

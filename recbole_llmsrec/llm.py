@@ -171,8 +171,8 @@ def cache_keyword(model):
     """The name of the KV-cache argument (and output field) of ``model``'s forward: ``cache`` from
     transformers 5.x on (``past_key_values`` is deprecated there and removed in 5.40), else
     ``past_key_values``; the plugin allows both (``transformers>=4.56``)."""
-    forward = getattr(model, "forward", None)
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def attention_kernels():

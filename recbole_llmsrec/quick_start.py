@@ -59,6 +59,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     trainer.data_ids = data_ids(train_data._dataset, fingerprint)
     if evaluate:
         test_result = evaluate_checkpoint(trainer, train_data, test_data, evaluate)
+        log_prompts_shortened(model)
         return {"test_result": test_result, "data_fingerprint": fingerprint,
                 "test_per_user": trainer.per_user_values(test_data)}
     if checkpoint:
@@ -69,9 +70,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
                                                       show_progress=config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
-    if getattr(model, "prompts_shortened", 0):
-        logger.info(f"{model.prompts_shortened} prompts were longer than the LLM's context and were cut, "
-                    "oldest history items first (README \"Security and data safety\")")
+    log_prompts_shortened(model)
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f"{result_note(config, fingerprint)}: {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f"{result_note(config, fingerprint)}: {test_result}")
@@ -90,6 +89,12 @@ def build_data(config):
     fingerprint = data_fingerprint(config, train_data, valid_data, test_data,
                                    training_matrix(train_data._dataset, sequential))
     return dataset, train_data, valid_data, test_data, fingerprint
+
+
+def log_prompts_shortened(model):
+    if getattr(model, "prompts_shortened", 0):
+        getLogger().info(f"{model.prompts_shortened} prompts were longer than the LLM's context and were "
+                         "cut, oldest history items first (README \"Security and data safety\")")
 
 
 def python_call(model, dataset, config_dict):

@@ -181,3 +181,14 @@ def test_a_tensor_changed_with_a_recomputed_unkeyed_checksum_is_reported(tmp_pat
     meta["hmac_sha256"] = hashlib.sha256(forged.numpy().tobytes()).hexdigest()   # what a forger can do
     sidecar.write_text(json.dumps(meta))
     assert_recomputed(encoder, run, fresh, path, caplog, "keyed SHA-256 (HMAC) does not match")
+
+
+def test_a_damaged_cache_key_is_replaced_never_used(tmp_path, monkeypatch):
+    from recbole_llmsrec.embedding_cache import KEY_FILE_VARIABLE, cache_key_secret
+
+    path = tmp_path / "damaged.key"
+    path.write_bytes(b"")                      # a writer killed before it wrote the key
+    monkeypatch.setenv(KEY_FILE_VARIABLE, str(path))
+    key = cache_key_secret()
+    assert len(key) == 32 and path.read_bytes() == key and cache_key_secret() == key
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

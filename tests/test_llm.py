@@ -123,3 +123,15 @@ def test_a_hub_id_the_hub_does_not_serve_fails_at_once_with_the_key_and_the_fix(
                                            r"local copy"):
         load_llm("no-such-org/no-such-model")
     assert time.monotonic() - started < 30   # one short request, not transformers' retries
+
+
+def test_the_kv_cache_keyword_is_read_through_a_lora_wrapper(tiny_llama_dir):
+    import inspect
+
+    from recbole_llmsrec.llm import cache_keyword
+
+    model, _ = load_llm(tiny_llama_dir, kind="base", dtype="float32", with_tokenizer=False,
+                        lora={"r": 2, "target_modules": ["q_proj"]})
+    keyword = cache_keyword(model)
+    assert keyword in inspect.signature(model.get_base_model().forward).parameters
+    assert keyword == cache_keyword(model.get_base_model())

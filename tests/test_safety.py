@@ -255,6 +255,10 @@ def test_kd_dagfm_teacher_must_name_one_of_its_teacher_networks(tmp_path):
     with pytest.raises(ValueError, match=r"teacher=.* is not allowed: KD_DAGFM's teacher is one of"):
         Config(model="KD_DAGFM", dataset="ml-100k",
                config_dict={"teacher": f"(open({str(marker)!r}, 'w'), CrossNet)[1]"})
+    crafted = tmp_path / "crafted.yaml"
+    crafted.write_text(f"teacher: \"(open({str(marker)!r}, 'w'), CIN)[1]\"\n")
+    with pytest.raises(ValueError, match=r"teacher=.* is not allowed"):
+        Config(model="KD_DAGFM", dataset="ml-100k", config_file_list=[str(crafted)])
     assert not marker.exists()
     assert Config(model="KD_DAGFM", dataset="ml-100k", config_dict={"teacher": "CrossNet"})
 
