@@ -15,10 +15,8 @@ from torch import nn
 from recbole_llmsrec.checkpoint_data import check_checkpoint_data, data_ids
 from recbole_llmsrec.compat import load_checkpoint
 from recbole_llmsrec.config import derived_config
-from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.distributed import as_single_process
-from recbole_llmsrec.evaluation import data_preparation, training_matrix
-from recbole_llmsrec.fingerprint import data_fingerprint, fingerprint_line
+from recbole_llmsrec.fingerprint import build_data, fingerprint_line
 from recbole_llmsrec.llm import freeze
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model
 
@@ -140,9 +138,7 @@ def pretrain_teacher(config, show_progress=False):
     cf_config = as_single_process(teacher_config(config))  # in a distributed job: rank 0 alone
     name = cf_config["model"]
     logger.info(set_color(f"Pre-training the {name} teacher (cf_config)", "green") + f": {config['cf_config']}")
-    train_data, valid_data, test_data = data_preparation(cf_config, create_dataset(cf_config))
-    fingerprint = data_fingerprint(cf_config, train_data, valid_data, test_data,
-                                   training_matrix(train_data._dataset, sequential=True))
+    _, train_data, valid_data, test_data, fingerprint = build_data(cf_config)
     logger.info(f"{name} teacher {fingerprint_line(fingerprint)}")
     teacher = teacher_class(name)(cf_config, train_data._dataset).to(cf_config["device"])
     trainer = get_trainer(cf_config["MODEL_TYPE"], name)(cf_config, teacher)

@@ -16,7 +16,11 @@ import json
 import numpy as np
 from recbole.data.dataloader import FullSortEvalDataLoader
 
-from recbole_llmsrec.evaluation import evaluation_row_users, is_sequential_split, row_occurrences
+from recbole.utils import ModelType
+
+from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.evaluation import (data_preparation, evaluation_row_users, is_sequential_split,
+                                        row_occurrences, training_matrix)
 
 FINGERPRINT_LENGTH = 12  # hexadecimal characters shown (48 bits)
 PHASES = ("valid", "test")
@@ -111,6 +115,17 @@ def data_fingerprint(config, train_data, valid_data, test_data, history):
         )
     parts["data"] = digest([parts[key] for key in ("catalogue", "train", "valid", "test")])
     return {key: value[:FINGERPRINT_LENGTH] for key, value in parts.items()}
+
+
+def build_data(config):
+    """``(dataset, train, valid, test, fingerprint)``: the plugin's data pipeline for ``config``'s model,
+    the same for every model (README "Comparing with SASRec"), and the fingerprint of what it evaluates."""
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+    fingerprint = data_fingerprint(config, train_data, valid_data, test_data,
+                                   training_matrix(train_data._dataset, sequential))
+    return dataset, train_data, valid_data, test_data, fingerprint
 
 
 def fingerprint_line(fingerprint):

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 
 from recbole_llmsrec.config import Config
-from recbole_llmsrec.fingerprint import (PHASES, evaluation_candidates, evaluation_rows,
+from recbole_llmsrec.fingerprint import (PHASES, build_data, evaluation_candidates, evaluation_rows,
                                          training_items)
-from recbole_llmsrec.quick_start import (build_data, parse_with_overrides, report_user_mistakes,
+from recbole_llmsrec.quick_start import (parse_with_overrides, report_user_mistakes,
                                          run_recbole, typed_command)
 from recbole_llmsrec.utils import get_model, plugin_model_names
 

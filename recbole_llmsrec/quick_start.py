@@ -16,17 +16,15 @@ from logging import getLogger
 import torch.distributed
 
 from recbole.data.transform import construct_transform
-from recbole.utils import ModelType, get_environment, get_flops, init_logger, init_seed, set_color
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_llmsrec.cf_teacher import data_differences, show_loaded_teacher_settings
 from recbole_llmsrec.checkpoint_data import check_checkpoint_data, check_checkpoint_file, data_ids
 from recbole_llmsrec.compat import load_checkpoint, remove_orphaned_partials
 from recbole_llmsrec.embedding_cache import CACHE_SUBDIR
 from recbole_llmsrec.config import Config
-from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.distributed import is_distributed, rank
-from recbole_llmsrec.evaluation import data_preparation, training_matrix
-from recbole_llmsrec.fingerprint import data_fingerprint, fingerprint_line, protocol_line, protocol_name
+from recbole_llmsrec.fingerprint import build_data, fingerprint_line, protocol_line, protocol_name
 from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model, plugin_model_names
 
 
@@ -78,17 +76,6 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
             "best_valid_result": best_valid_result, "test_result": test_result,
             "saved_model_file": trainer.saved_model_file, "data_fingerprint": fingerprint,
             "test_per_user": trainer.per_user_values(test_data)}
-
-
-def build_data(config):
-    """``(dataset, train, valid, test, fingerprint)``: the plugin's data pipeline for ``config``'s model,
-    the same for every model (README "Comparing with SASRec"), and the fingerprint of what it evaluates."""
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-    fingerprint = data_fingerprint(config, train_data, valid_data, test_data,
-                                   training_matrix(train_data._dataset, sequential))
-    return dataset, train_data, valid_data, test_data, fingerprint
 
 
 def log_prompts_shortened(model):
@@ -168,7 +155,7 @@ def build_parser():
                         help="resume training from this checkpoint (a .pth under checkpoint_dir)")
     parser.add_argument("--traceback", action="store_true",
                         help="on a user mistake (a bad setting, model, file or checkpoint), show the "
-                        "full traceback instead of one line (the log file keeps it either way)")
+                        "full traceback instead of one line (the log file keeps it once it exists)")
     parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                         help="evaluate this saved model on the test split, without training")
     for flag, default, meaning in (  # RecBole's multi-process launch (or use torchrun)

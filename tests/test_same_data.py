@@ -9,7 +9,8 @@ import pytest
 
 from recbole_llmsrec import Config, run_recbole
 from recbole_llmsrec.fingerprint import evaluation_candidates, evaluation_rows
-from recbole_llmsrec.quick_start import build_data, main
+from recbole_llmsrec.fingerprint import build_data
+from recbole_llmsrec.quick_start import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROPERTIES = ROOT / "properties"
