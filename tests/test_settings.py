@@ -44,7 +44,7 @@ def test_a_bad_value_is_refused_with_the_key_the_value_and_what_is_allowed(key, 
 
 
 def test_settings_are_checked_before_any_data_is_loaded(monkeypatch):
-    monkeypatch.setattr("recbole_llmsrec.quick_start.create_dataset",
+    monkeypatch.setattr("recbole_llmsrec.fingerprint.create_dataset",
                         lambda config: pytest.fail("data loaded before the settings were checked"))
     with pytest.raises(SettingError, match="adam_betas"):
         run_recbole("SASRec", "ml-100k", config_dict={"adam_betas": [0.9], "train_neg_sample_args": None})
