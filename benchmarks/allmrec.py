@@ -83,7 +83,7 @@ def main():
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     if args.tokenizer is None:
-        from recbole_llmsrec.tiny_llm import default_tokenizer_path
+        from recbole_llmsrec.tools.tiny_llm import default_tokenizer_path
         args.tokenizer = default_tokenizer_path()
     checkpointing = args.checkpointing
     llm, encoder, tokenizer = build(args.size, args.tokenizer, args.device, dtype, checkpointing)

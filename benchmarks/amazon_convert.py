@@ -17,7 +17,7 @@ import tempfile
 
 CHILD = """
 import resource, sys, time
-from recbole_llmsrec.data.amazon import Converter
+from recbole_llmsrec.tools.amazon import Converter
 start = time.perf_counter()
 stats = Converter(sys.argv[1], sys.argv[2], sys.argv[3], "bench", bucket_records=int(sys.argv[4]),
                   overwrite=True).run()

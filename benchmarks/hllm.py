@@ -62,7 +62,7 @@ def main():
     from transformers import AutoTokenizer
 
     if args.tokenizer is None:
-        from recbole_llmsrec.tiny_llm import default_tokenizer_path
+        from recbole_llmsrec.tools.tiny_llm import default_tokenizer_path
         args.tokenizer = default_tokenizer_path()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     vocab = SHAPES[args.size].get("vocab_size", len(tokenizer))

@@ -75,7 +75,7 @@ def main():
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     if args.tokenizer is None:
-        from recbole_llmsrec.tiny_llm import default_tokenizer_path
+        from recbole_llmsrec.tools.tiny_llm import default_tokenizer_path
         args.tokenizer = default_tokenizer_path()
     checkpointing = args.size == "3b"
     llm, tokenizer = build_llm(args.size, args.tokenizer, args.device, dtype, checkpointing)

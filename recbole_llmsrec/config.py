@@ -1,19 +1,22 @@
 """RecBole ``Config`` that knows this plugin's models (the RecBole-GNN pattern).
 
 Precedence, lowest first: RecBole's internal defaults < (plugin models only) the plugin's
-``properties/overall.yaml`` < ``properties/model/<Model>.yaml`` < ``properties/dataset/<dataset>.yaml``
-< the user's config files < config dict < command line.
+``properties/overall.yaml`` < the model's YAML (``models/<name>/<Name>.yaml``, named by its registry
+entry) < ``properties/dataset/<dataset>.yaml`` < the user's config files < config dict < command line.
+Building one installs the RecBole fixes (``recbole_fixes.install``) and checks every setting
+(``settings.check_settings``) before any data is read.
 """
 
 import ast
 import os
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
-from recbole_llmsrec import distributed
-from recbole_llmsrec.settings import check_settings
-from recbole_llmsrec.utils import get_model, is_plugin_model
+from recbole_llmsrec import recbole_fixes, registry
+from recbole_llmsrec.distribution.process_group import join_process_group, launched_by_torchrun
+from recbole_llmsrec.settings import check_dataset_name, check_eval_driven_keys, check_settings
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
 # Dict settings whose YAML defaults a partial user dict completes (``cf_config: {epochs: 5}`` keeps the rest)
@@ -24,6 +27,10 @@ class Config(RecBoleConfig):
     properties_dir = PROPERTIES_DIR
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        recbole_fixes.install()  # the one explicit install (docs/architecture.md)
+        # checkpoints hold this class: torch's weights-only loading (RecBole's too) must accept it;
+        # RecBole's Config pickles its model class by name (recbole_fixes.checkpoint_loading)
+        torch.serialization.add_safe_globals([Config])
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list,
                          config_dict=config_dict)
         check_settings(self)  # every key the plugin adds, once, before any data is loaded
@@ -75,58 +82,30 @@ class Config(RecBoleConfig):
 
     def _init_device(self):
         # a torchrun or --nproc launch joins its process group here (NCCL on GPU, gloo on CPU)
-        if distributed.launched_by_torchrun() or "local_rank" in self.final_config_dict:
-            return distributed.join_process_group(self.final_config_dict)
+        if launched_by_torchrun() or "local_rank" in self.final_config_dict:
+            return join_process_group(self.final_config_dict)
         return super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
         check_dataset_name(dataset if dataset is not None else self.external_config_dict.get("dataset"))
         if isinstance(model, str):  # resolved here: RecBole's lookup knows only its own models
-            model = get_model(model)
+            model = registry.get_model(model)
         elif model is None and isinstance(self.external_config_dict.get("model"), str):
-            model = get_model(self.external_config_dict["model"])
+            model = registry.get_model(self.external_config_dict["model"])
         return super()._get_model_and_dataset(model, dataset)
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         self.plugin_config_dict = {}  # what the plugin's YAMLs set, for configs derived from this one
-        if not is_plugin_model(model_class):
+        if not registry.is_plugin_model(model_class):
             return  # RecBole's own models get exactly RecBole's configuration
         for path in (
             os.path.join(self.properties_dir, "overall.yaml"),
-            os.path.join(self.properties_dir, "model", f"{model}.yaml"),
+            registry.entry_of(model).config_file,
             os.path.join(self.properties_dir, "dataset", f"{dataset}.yaml"),
         ):
-            if os.path.isfile(path):
+            if path and os.path.isfile(path):
                 self.plugin_config_dict.update(self._update_internal_config_dict(path) or {})
-
-
-# RecBole's KD_DAGFM builds its teacher with eval(config["teacher"]): only its own networks may be named
-KD_DAGFM_TEACHERS = ("CrossNet", "CIN")
-
-
-def check_dataset_name(name):
-    """A dataset is a plain name (a folder under ``data_path``): one with a path separator or ``..``
-    would make the plugin read ``properties/dataset/<name>.yaml`` and write its log outside their folders."""
-    if name is not None and (str(name) in ("", ".", "..") or any(c in str(name) for c in "/\\")):
-        raise ValueError(f"dataset {name!r} is not allowed: it must be a plain name (the folder under "
-                         "data_path holding its atomic files), without '/' or '\\', and not '.' or '..'. Point "
-                         "data_path at the folder that contains it instead.")
-
-
-def check_eval_driven_keys(model, final):
-    """Refuse a value RecBole would pass to ``eval`` (KD_DAGFM's ``teacher``) unless it is allowed."""
-    if model == "KD_DAGFM" and final.get("teacher") not in KD_DAGFM_TEACHERS:
-        raise ValueError(f"teacher={final.get('teacher')!r} is not allowed: KD_DAGFM's teacher is one of "
-                         f"{list(KD_DAGFM_TEACHERS)} (RecBole evaluates this value as Python code).")
-
-
-def require_at_least(config, key, minimum):
-    """Refuse an integer setting below ``minimum``, naming the key and the allowed range."""
-    value = config[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{key}={value!r} is not allowed: it must be an integer >= {minimum}.")
-    return value
 
 
 def derived_config(parent, model, overrides):

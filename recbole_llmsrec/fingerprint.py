@@ -15,15 +15,18 @@ import json
 
 import numpy as np
 from recbole.data.dataloader import FullSortEvalDataLoader
-
 from recbole.utils import ModelType
 
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.evaluation import (data_preparation, evaluation_row_users, is_sequential_split,
-                                        row_occurrences, training_matrix)
+from recbole_llmsrec.evaluation.histories import training_matrix
+from recbole_llmsrec.evaluation.loaders import (
+    data_preparation,
+    evaluation_row_users,
+    is_sequential_split,
+)
+from recbole_llmsrec.evaluation.sampler import PHASES, row_occurrences
 
 FINGERPRINT_LENGTH = 12  # hexadecimal characters shown (48 bits)
-PHASES = ("valid", "test")
 
 
 def _tokens(dataset, field):
@@ -132,40 +135,3 @@ def fingerprint_line(fingerprint):
     """One log line: the combined fingerprint, then its parts."""
     detail = ", ".join(f"{key} {fingerprint[key]}" for key in ("catalogue", "train", "valid", "test"))
     return f"data fingerprint: {fingerprint['data']} ({detail})"
-
-
-def _candidates_text(config, phase):
-    mode = config["eval_args"]["mode"][phase]
-    if mode == "full":
-        masked = "the user's earlier items masked" if config["eval_mask_history"] else "nothing masked"
-        return f"{phase} full (every item ranked, {masked})"
-    args = config[f"{phase}_neg_sample_args"]
-    kind = "popularity-weighted" if args["distribution"] == "popularity" else "uniform"
-    outside = ("outside the user's history" if config["eval_neg_exclude_history"]
-               else "other than the target")
-    return f"{phase} {mode} (target + {args['sample_num']} {kind} negatives {outside}, seeded per user)"
-
-
-def protocol_line(config):
-    """The evaluation protocol in one line (log header and result lines)."""
-    args = config["eval_args"]
-    split = ", ".join(f"{k} {v}" for k, v in args["split"].items())
-    metrics = ", ".join(config["metrics"]) + f" @{','.join(map(str, config['topk']))}"
-    phases = "; ".join(_candidates_text(config, phase) for phase in PHASES)
-    shuffled = "; history shuffled at evaluation" if config["eval_shuffle_history"] else ""
-    return (f"split {split}, order {args['order']}; {phases}; {metrics}; "
-            f"model selection on valid {config['valid_metric']}{shuffled}")
-
-
-def protocol_name(config):
-    """The protocol in a few words, for result lines: each phase's mode and what it leaves out."""
-    names = []
-    for phase in PHASES:
-        mode = config["eval_args"]["mode"][phase]
-        if mode == "full":
-            names.append("full, history masked" if config["eval_mask_history"] else "full")
-        else:
-            names.append(f"{mode}, negatives outside the history" if config["eval_neg_exclude_history"]
-                         else mode)
-    name = names[0] if names[0] == names[1] else f"valid {names[0]} / test {names[1]}"
-    return name + (", history shuffled" if config["eval_shuffle_history"] else "")

@@ -10,13 +10,24 @@ import os
 import sys
 
 import numpy as np
+from recbole.utils import ModelType
 
 from recbole_llmsrec.config import Config
-from recbole_llmsrec.fingerprint import (PHASES, build_data, evaluation_candidates, evaluation_rows,
-                                         training_items)
-from recbole_llmsrec.quick_start import (parse_with_overrides, report_user_mistakes,
-                                         run_recbole, typed_command)
-from recbole_llmsrec.utils import get_model, plugin_model_names
+from recbole_llmsrec.evaluation.histories import training_matrix
+from recbole_llmsrec.evaluation.sampler import PHASES
+from recbole_llmsrec.fingerprint import (
+    build_data,
+    evaluation_candidates,
+    evaluation_rows,
+    training_items,
+)
+from recbole_llmsrec.quick_start import (
+    parse_with_overrides,
+    report_user_mistakes,
+    run_recbole,
+    typed_command,
+)
+from recbole_llmsrec.registry import get_model, plugin_model_names
 
 SIGNIFICANCE_TEST = "paired t-test over test users, two-sided"
 
@@ -90,9 +101,6 @@ def first_difference(reference, other):
 
 def model_data(model, dataset, files, config_dict):
     """``(fingerprint, rows)`` of ``model``'s data under the given files and settings, nothing trained."""
-    from recbole_llmsrec.evaluation import training_matrix
-    from recbole.utils import ModelType
-
     config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=config_dict)
     _, train, valid, test, fingerprint = build_data(config)
     history = training_matrix(train._dataset, config["MODEL_TYPE"] == ModelType.SEQUENTIAL)

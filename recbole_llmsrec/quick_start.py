@@ -18,14 +18,22 @@ import torch.distributed
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_llmsrec.cf_teacher import data_differences, show_loaded_teacher_settings
-from recbole_llmsrec.checkpoint_data import check_checkpoint_data, check_checkpoint_file, data_ids
-from recbole_llmsrec.compat import load_checkpoint, remove_orphaned_partials
-from recbole_llmsrec.embedding_cache import CACHE_SUBDIR
+from recbole_llmsrec.cf_teacher.stage0 import data_differences, show_loaded_teacher_settings
+from recbole_llmsrec.checkpoints import (
+    check_checkpoint_data,
+    check_checkpoint_file,
+    data_ids,
+    load_checkpoint,
+)
 from recbole_llmsrec.config import Config
-from recbole_llmsrec.distributed import is_distributed, rank
-from recbole_llmsrec.fingerprint import build_data, fingerprint_line, protocol_line, protocol_name
-from recbole_llmsrec.utils import get_model, get_trainer, is_plugin_model, plugin_model_names
+from recbole_llmsrec.distribution.process_group import is_distributed, rank
+from recbole_llmsrec.evaluation.protocol import protocol_line, protocol_name
+from recbole_llmsrec.fingerprint import build_data, fingerprint_line
+from recbole_llmsrec.hooks import model_hook
+from recbole_llmsrec.llm.embedding_cache import CACHE_SUBDIR
+from recbole_llmsrec.registry import get_model, is_plugin_model, plugin_model_names
+from recbole_llmsrec.safe_write import remove_orphaned_partials
+from recbole_llmsrec.training.trainer import get_trainer
 
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
@@ -79,8 +87,9 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
 
 
 def log_prompts_shortened(model):
-    if getattr(model, "prompts_shortened", 0):
-        getLogger().info(f"{model.prompts_shortened} prompts were longer than the LLM's context and were "
+    shortened = model_hook(model, "prompts_shortened")
+    if shortened:
+        getLogger().info(f"{shortened} prompts were longer than the LLM's context and were "
                          "cut, oldest history items first (README \"Security and data safety\")")
 
 

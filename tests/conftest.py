@@ -4,8 +4,10 @@ import pytest
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-import recbole_llmsrec  # noqa: F401  (applies the RecBole compatibility fixes)
-import recbole_llmsrec.model
+import recbole_llmsrec
+from recbole_llmsrec import registry
+
+recbole_llmsrec.install()  # the RecBole fixes, before the test modules import RecBole's API
 
 
 class ToyLLMRec(SequentialRecommender):
@@ -16,8 +18,8 @@ class ToyLLMRec(SequentialRecommender):
 
 @pytest.fixture
 def toy_model(monkeypatch):
-    """Registers ToyLLMRec in recbole_llmsrec.model, so the plugin's Config treats it as its own."""
-    monkeypatch.setattr(recbole_llmsrec.model, "ToyLLMRec", ToyLLMRec, raising=False)
+    """Registers ToyLLMRec in the plugin's registry, so the plugin's Config treats it as its own."""
+    monkeypatch.setitem(registry.MODELS, "ToyLLMRec", registry.ModelEntry("ToyLLMRec", ToyLLMRec))
     return "ToyLLMRec"
 
 

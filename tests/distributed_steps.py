@@ -16,15 +16,15 @@ import sys
 
 import torch
 
-import recbole_llmsrec  # noqa: F401
+from recbole_llmsrec.distribution.wrapping import full_training_state
 from recbole_llmsrec import Config, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.evaluation import data_preparation
-from recbole_llmsrec.utils import get_model
+from recbole_llmsrec.evaluation.loaders import data_preparation
+from recbole_llmsrec.registry import get_model
 
 MICRO_BATCH = 4
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
-TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, **NO_DROPOUT}
+TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "adam_betas": None, **NO_DROPOUT}  # sgd: no betas
 
 
 def configs(llm_path, opt_path, minilm_path, out):
@@ -83,7 +83,7 @@ def train_two_steps(model_name, config_dict, world, rank):
 
     # two steps: DDP finds a trainable parameter that got no gradient only when the next step starts
     trainer._train_epoch(batches * 2, 0, loss_func=seeded_loss)
-    state, _ = recbole_llmsrec.distributed.full_training_state(trainer.model, trainer.optimizer)
+    state, _ = full_training_state(trainer.model, trainer.optimizer)
     result = {"before": before, "after": {name: state[name] for name in trained if name in state}}
     ddp = getattr(trainer, "ddp_model", None)
     if ddp is not None:  # the parameters DDP broadcasts and synchronises

@@ -12,7 +12,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from recbole_llmsrec import distributed
+from recbole_llmsrec.distribution import process_group as distributed
 
 short = float(sys.argv[1])
 final = {"gpu_id": "", "distributed_timeout_minutes": short, "distributed_once_timeout_minutes": 60}

@@ -10,8 +10,9 @@ from recbole.utils import init_seed
 
 from recbole_llmsrec import Config, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.model.allmrec import ALLMRec, alignment_loss
-from recbole_llmsrec.tiny_llm import build_tiny_llm
+from recbole_llmsrec.models.allmrec.model import ALLMRec
+from recbole_llmsrec.models.allmrec.stage1 import alignment_loss
+from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
 TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 2,
            "train_batch_size": 512}
@@ -197,7 +198,7 @@ def test_predict_and_full_sort_rerank_the_stage1_top_k(allmrec_config):
 
 def test_full_sort_excludes_what_the_protocol_masks_and_a_repeated_target_can_rank_first(
         allmrec_config, monkeypatch):
-    from recbole_llmsrec.evaluation import HistoryMaskedFullSortEvalDataLoader
+    from recbole_llmsrec.evaluation.loaders import HistoryMaskedFullSortEvalDataLoader
 
     config, model, trainer, *_ = prepare(dict(allmrec_config, rerank_k=3, eval_mask_history=True))
     model.eval()
@@ -215,7 +216,7 @@ def test_full_sort_excludes_what_the_protocol_masks_and_a_repeated_target_can_ra
         reranked = scores > scores[~excluded[0]].sort().values[-4]
         assert not reranked[[5, 2, 7]].any() and reranked.sum() == 3 and reranked[9]
     # the trainer hands the model exactly what the plugin's masked loader scores -inf
-    from recbole_llmsrec.evaluation import data_preparation as protocol_data_preparation
+    from recbole_llmsrec.evaluation.loaders import data_preparation as protocol_data_preparation
 
     _, _, test_data = protocol_data_preparation(config, create_dataset(config))
     assert isinstance(test_data, HistoryMaskedFullSortEvalDataLoader)
@@ -237,7 +238,7 @@ def test_resume_from_finished_stage1_skips_it(allmrec_config, monkeypatch):
 
     _, fresh, fresh_trainer, train_data, *_ = prepare(dict(allmrec_config, stage1_checkpoint=path))
     monkeypatch.setattr(ALLMRec, "prepare_stage1", lambda self: pytest.fail("stage 1 ran again"))
-    monkeypatch.setattr("recbole_llmsrec.trainer.pretrain_teacher",
+    monkeypatch.setattr("recbole_llmsrec.cf_teacher.trainer.pretrain_teacher",
                         lambda *a, **k: pytest.fail("stage 0 ran again"))
     fresh_trainer.run_pending_stages(train_data, show_progress=False)
     assert fresh.stage_done.all()
@@ -273,7 +274,7 @@ def test_sasrec_checkpoint_of_another_dataset_is_refused(allmrec_config, small_s
 
 
 def test_paper_metric_matches_titles_exactly_not_by_substring():
-    from recbole_llmsrec.allmrec_paper_metric import extract_answer, matched_candidates
+    from recbole_llmsrec.models.allmrec.paper_metric import extract_answer, matched_candidates
 
     titles = {1: "Up", 2: "Up in the Air", 3: "Heat", 4: "heat "}
     answer = extract_answer('The recommendation is "Up in the Air". Enjoy')
@@ -285,7 +286,7 @@ def test_paper_metric_matches_titles_exactly_not_by_substring():
 
 def test_paper_metric_script_runs_on_a_trained_checkpoint(allmrec_config, capsys):
     from recbole_llmsrec import run_recbole
-    from recbole_llmsrec.allmrec_paper_metric import main
+    from recbole_llmsrec.models.allmrec.paper_metric import main
 
     result = run_recbole("ALLMRec", "ml-100k", config_dict=dict(allmrec_config, epochs=1))
     hit = main([result["saved_model_file"], "--max-users", "5", "--max-new-tokens", "8"])
@@ -387,6 +388,6 @@ def test_a_prompt_longer_than_the_llms_context_loses_its_oldest_history_items(al
     assert len(prompt) + answer <= model.max_prompt_tokens and model.prompts_shortened == 1
     assert prompt == model._prompt_ids(kept, candidates)      # the instruction and candidates stay
     with torch.no_grad():                                      # ranking runs on the cut prompt
-        scores = model.prompt_log_likelihoods(model._users(user_row(model, history)), [history],
+        scores = model.prompt_log_likelihoods(model.teacher_users(user_row(model, history)), [history],
                                               [candidates])
     assert scores[0].shape == (3,) and torch.isfinite(scores[0]).all()

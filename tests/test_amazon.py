@@ -13,7 +13,7 @@ import pytest
 from recbole.data import create_dataset
 
 from recbole_llmsrec import Config
-from recbole_llmsrec.data.amazon import ConversionError, Converter, main, user_draw
+from recbole_llmsrec.tools.amazon import ConversionError, Converter, main, user_draw
 from recbole_llmsrec.data.item_text import build_item_texts
 
 

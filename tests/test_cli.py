@@ -43,7 +43,7 @@ def test_group_run_writes_both_latex_tables_for_sasrec_and_a_plugin_model(small_
     import yaml
 
     from recbole_llmsrec.group import group_main
-    from recbole_llmsrec.tiny_llm import build_tiny_llm
+    from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
     llm = build_tiny_llm(str(tmp_path / "tiny-llama"), hidden_size=32)
     settings = dict(small_sasrec_config, epochs=1, item_llm_path=llm, user_llm_path=llm,

@@ -6,7 +6,8 @@ from conftest import ToyLLMRec
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_llmsrec import Config, get_model
-from recbole_llmsrec.utils import is_plugin_model
+from recbole_llmsrec import registry
+from recbole_llmsrec.registry import is_plugin_model
 
 
 @pytest.fixture
@@ -21,6 +22,9 @@ def toy_plugin_model(tmp_path, monkeypatch, toy_model):
                         "ds_key": "model"}))
     (properties / "dataset" / "ml-100k.yaml").write_text(yaml.safe_dump({"ds_key": "dataset"}))
     monkeypatch.setattr(Config, "properties_dir", str(properties))
+    entry = registry.ModelEntry("ToyLLMRec", ToyLLMRec,
+                                config_file=str(properties / "model" / "ToyLLMRec.yaml"))
+    monkeypatch.setitem(registry.MODELS, "ToyLLMRec", entry)
     return properties
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from recbole_llmsrec import run_recbole
-from recbole_llmsrec.compat import load_checkpoint
-from recbole_llmsrec.tiny_llm import build_tiny_llm
+from recbole_llmsrec.checkpoints import load_checkpoint
+from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -175,8 +175,8 @@ def test_accumulating_two_half_batches_equals_one_step_on_the_whole_batch(small_
 
     from recbole_llmsrec import Config, get_trainer
     from recbole_llmsrec.data.dataset import create_dataset
-    from recbole_llmsrec.evaluation import data_preparation
-    from recbole_llmsrec.utils import get_model
+    from recbole_llmsrec.evaluation.loaders import data_preparation
+    from recbole_llmsrec.registry import get_model
 
     def one_optimizer_step(accumulation, halves):
         config = Config(model="SASRec", dataset="ml-100k", config_dict={
@@ -199,7 +199,7 @@ def test_accumulating_two_half_batches_equals_one_step_on_the_whole_batch(small_
 
 
 def test_optimizer_steps_count_accumulation_groups_per_part_of_an_epoch():
-    from recbole_llmsrec.trainer import optimizer_steps_before
+    from recbole_llmsrec.training.schedule import optimizer_steps_before
 
     # 10 batches in 3 parts (4, 3, 3 batches), groups of 2: 2 + 2 + 2 steps per epoch
     assert [optimizer_steps_before(p, 10, 3, 2) for p in range(4)] == [0, 2, 4, 6]
@@ -212,12 +212,12 @@ def test_bad_distributed_settings_are_refused_with_the_key(small_sasrec_config):
 
     from recbole_llmsrec import Config
     from recbole_llmsrec.data.dataset import create_dataset
-    from recbole_llmsrec.distributed import shard_fsdp
-    from recbole_llmsrec.utils import get_model
+    from recbole_llmsrec.distribution.wrapping import shard_fsdp
+    from recbole_llmsrec.registry import get_model
 
     config = Config(model="SASRec", dataset="ml-100k", config_dict=small_sasrec_config)
     dataset = create_dataset(config)
-    from recbole_llmsrec.llm import FrozenLLMNotSaved
+    from recbole_llmsrec.llm.loading import FrozenLLMNotSaved
 
     with pytest.raises(ValueError, match="distributed_strategy='zero'"):
         run_recbole("SASRec", "ml-100k", config_dict={**small_sasrec_config, "distributed_strategy": "zero"})

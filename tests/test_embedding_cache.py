@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_llmsrec import embedding_cache
-from recbole_llmsrec.embedding_cache import cached_item_embeddings, encoder_identity
-from recbole_llmsrec.llm import load_llm, mean_pooled_embeddings
+from recbole_llmsrec.llm import embedding_cache
+from recbole_llmsrec.llm.embedding_cache import cached_item_embeddings, encoder_identity
+from recbole_llmsrec.llm.loading import load_llm, mean_pooled_embeddings
 
 
 class CountingEncoder:
@@ -184,7 +184,7 @@ def test_a_tensor_changed_with_a_recomputed_unkeyed_checksum_is_reported(tmp_pat
 
 
 def test_a_damaged_cache_key_is_replaced_never_used(tmp_path, monkeypatch):
-    from recbole_llmsrec.embedding_cache import KEY_FILE_VARIABLE, cache_key_secret
+    from recbole_llmsrec.llm.embedding_cache import KEY_FILE_VARIABLE, cache_key_secret
 
     path = tmp_path / "damaged.key"
     path.write_bytes(b"")                      # a writer killed before it wrote the key

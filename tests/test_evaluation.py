@@ -12,11 +12,11 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import InputType, init_seed
 
 from recbole_llmsrec import Config, get_model, get_trainer
-from recbole_llmsrec.config import PROPERTIES_DIR
+from recbole_llmsrec.registry import MODELS
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.evaluation import data_preparation
+from recbole_llmsrec.evaluation.loaders import data_preparation
 from recbole_llmsrec.quick_start import main
-from recbole_llmsrec.tiny_llm import build_tiny_llm
+from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
 PROTOCOL_KEYS = {"eval_args", "metrics", "topk", "valid_metric", "eval_mask_history",
                  "eval_neg_exclude_history"}
@@ -225,7 +225,7 @@ def test_plugin_models_sampled_metrics_equal_recbole_per_row_metrics(model_name,
 
 
 def test_model_yamls_leave_the_protocol_to_the_profiles():
-    for path in pathlib.Path(PROPERTIES_DIR, "model").glob("*.yaml"):
+    for path in (pathlib.Path(entry.config_file) for entry in MODELS.values()):
         assert not PROTOCOL_KEYS & set(yaml.safe_load(path.read_text())), path.name
     keys = ("eval_args", "metrics", "topk", "valid_metric")
     sasrec = Config(model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None})
@@ -256,7 +256,7 @@ def test_each_paper_profile_runs_sasrec_and_reports_its_metrics(profile, small_s
 def test_teacher_config_overriding_eval_args_is_processed_as_recbole_does(tmp_path):
     from recbole.data.dataloader import FullSortEvalDataLoader
 
-    from recbole_llmsrec.cf_teacher import teacher_config
+    from recbole_llmsrec.cf_teacher.stage0 import teacher_config
 
     config = Config(model="LLMSRec", dataset="ml-100k", config_file_list=[
         str(PROFILES / "protocol" / "llmsrec.yaml")], config_dict={
@@ -275,7 +275,7 @@ def test_teacher_config_overriding_eval_args_is_processed_as_recbole_does(tmp_pa
 
 
 def test_teacher_config_keeps_the_runs_data_and_split(tmp_path):
-    from recbole_llmsrec.cf_teacher import teacher_config
+    from recbole_llmsrec.cf_teacher.stage0 import teacher_config
 
     def teacher(cf_config):
         return teacher_config(Config(model="LLMSRec", dataset="ml-100k", config_file_list=[

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from recbole_llmsrec import Config
-from recbole_llmsrec.compat import atomic_torch_save, remove_orphaned_partials
+from recbole_llmsrec.safe_write import atomic_torch_save, remove_orphaned_partials
 from recbole_llmsrec.data.atomic_files import AtomicFileError, check_atomic_files
 
 HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"

@@ -11,8 +11,8 @@ from recbole.utils import init_seed
 
 from recbole_llmsrec import Config, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.model.hllm import HLLM, info_nce_loss
-from recbole_llmsrec.tiny_llm import build_tiny_llm
+from recbole_llmsrec.models.hllm.model import HLLM, info_nce_loss
+from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_lora_on_the_item_llm_trains_only_its_adapters(hllm_config):
 def test_frozen_item_llm_table_is_the_eval_mode_one_after_model_train(hllm_config, minilm_path):
     import shutil
 
-    from recbole_llmsrec.embedding_cache import CACHE_SUBDIR
+    from recbole_llmsrec.llm.embedding_cache import CACHE_SUBDIR
 
     config = dict(hllm_config, item_llm_path=minilm_path, freeze_item_llm=True)
     _, model, *_ = prepare(config)
@@ -264,7 +264,7 @@ def test_texts_are_packed_by_default_only_on_cuda_in_half_precision(hllm_config)
 
 
 def test_frozen_item_table_cached_in_fp32_is_not_reused_under_bf16_autocast(hllm_config, monkeypatch):
-    from recbole_llmsrec.embedding_cache import CACHE_SUBDIR
+    from recbole_llmsrec.llm.embedding_cache import CACHE_SUBDIR
 
     config, model, *_ = prepare(dict(hllm_config, freeze_item_llm=True))
     model.item_texts = model.item_texts[:50]

@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaForCausalLM, LlamaModel, OPTConfig, OPTForCausalLM
 
 from recbole_llmsrec import Config
-from recbole_llmsrec.llm import LLMLoadError, freeze, load_llm, load_llm_from_config
+from recbole_llmsrec.llm.loading import LLMLoadError, freeze, load_llm, load_llm_from_config
 
 
 def test_tiny_local_llama_loads_through_llm_path(tiny_llama_dir, toy_model):
@@ -114,7 +114,7 @@ def test_a_hub_id_the_hub_does_not_serve_fails_at_once_with_the_key_and_the_fix(
 
     from huggingface_hub import constants
 
-    from recbole_llmsrec.llm import LLMLoadError, load_llm
+    from recbole_llmsrec.llm.loading import LLMLoadError, load_llm
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     started = time.monotonic()
@@ -128,7 +128,7 @@ def test_a_hub_id_the_hub_does_not_serve_fails_at_once_with_the_key_and_the_fix(
 def test_the_kv_cache_keyword_is_read_through_a_lora_wrapper(tiny_llama_dir):
     import inspect
 
-    from recbole_llmsrec.llm import cache_keyword
+    from recbole_llmsrec.llm.loading import cache_keyword
 
     model, _ = load_llm(tiny_llama_dir, kind="base", dtype="float32", with_tokenizer=False,
                         lora={"r": 2, "target_modules": ["q_proj"]})

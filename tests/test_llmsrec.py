@@ -8,8 +8,8 @@ from recbole.utils import init_seed
 
 from recbole_llmsrec import Config, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.model.llmsrec import HISTORY_TOKEN, LLMSRec, distillation_loss, uniformity
-from recbole_llmsrec.tiny_llm import build_tiny_llm
+from recbole_llmsrec.models.llmsrec.model import HISTORY_TOKEN, LLMSRec, distillation_loss, uniformity
+from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
 TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1,
            "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1, "hidden_act": "relu",
@@ -207,7 +207,7 @@ def test_checkpoint_leaves_the_llm_out_and_reloads(llmsrec_config):
 
 
 def test_cf_checkpoint_is_loaded_instead_of_pretraining(llmsrec_config, tmp_path, caplog):
-    from recbole_llmsrec.cf_teacher import pretrain_teacher
+    from recbole_llmsrec.cf_teacher.stage0 import pretrain_teacher
 
     config = Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config)
     path = pretrain_teacher(config)
@@ -219,7 +219,7 @@ def test_cf_checkpoint_is_loaded_instead_of_pretraining(llmsrec_config, tmp_path
 
 
 def test_the_log_shows_the_loaded_teachers_settings_not_the_ignored_cf_config(llmsrec_config, caplog):
-    from recbole_llmsrec.cf_teacher import pretrain_teacher, show_loaded_teacher_settings
+    from recbole_llmsrec.cf_teacher.stage0 import pretrain_teacher, show_loaded_teacher_settings
 
     path = pretrain_teacher(Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config))
     assert torch.load(path, weights_only=True)["data"]["item_tokens"][0] == "[PAD]"   # its data's ids
@@ -342,7 +342,7 @@ def test_a_gru4rec_teacher_is_pretrained_and_distilled(llmsrec_config):
 def test_bert4rec_teacher_user_vector_is_the_one_it_ranks_with(llmsrec_config):
     from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 
-    from recbole_llmsrec.cf_teacher import checked_teacher, user_representation
+    from recbole_llmsrec.cf_teacher.stage0 import checked_teacher, user_representation
 
     _, model, train_data, *_ = prepare(llmsrec_config)
     config = Config(model="BERT4Rec", dataset="ml-100k", config_dict=dict(
@@ -363,7 +363,7 @@ def test_a_model_that_cannot_teach_is_refused_with_the_reason(llmsrec_config, na
 
 
 def test_the_teacher_trains_and_validates_without_the_runs_diagnostics(llmsrec_config):
-    from recbole_llmsrec.cf_teacher import teacher_config
+    from recbole_llmsrec.cf_teacher.stage0 import teacher_config
 
     config = Config(model="LLMSRec", dataset="ml-100k", config_dict=dict(
         llmsrec_config, eval_shuffle_history=True, eval_item_groups=[10]))
@@ -373,7 +373,7 @@ def test_the_teacher_trains_and_validates_without_the_runs_diagnostics(llmsrec_c
 
 def test_a_cf_checkpoint_of_a_model_that_cannot_teach_says_so_without_bad_advice(llmsrec_config,
                                                                                   tmp_path):
-    from recbole_llmsrec.cf_teacher import build_teacher
+    from recbole_llmsrec.cf_teacher.stage0 import build_teacher
 
     path = tmp_path / "llmsrec.pth"
     torch.save({"config": Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config),

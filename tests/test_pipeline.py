@@ -13,7 +13,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_llmsrec import Config, run_recbole
-from recbole_llmsrec.compat import load_checkpoint
+from recbole_llmsrec.checkpoints import load_checkpoint
 from recbole_llmsrec.quick_start import main
 
 
@@ -42,7 +42,7 @@ def test_sasrec_metrics_through_the_plugin_equal_recbole_api(small_sasrec_config
 
 
 def test_checkpoint_is_weights_only_loadable_and_best_model_is_reloaded(small_sasrec_config):
-    from recbole_llmsrec.utils import get_model, get_trainer
+    from recbole_llmsrec import get_model, get_trainer
 
     config = Config(model="SASRec", dataset="ml-100k", config_dict=small_sasrec_config)
     init_seed(config["seed"], config["reproducibility"])

@@ -9,7 +9,7 @@ from recbole.data import create_dataset as recbole_api_create_dataset
 from recbole.data import data_preparation as recbole_api_data_preparation
 
 from recbole_llmsrec import Config, run_recbole
-from recbole_llmsrec.tiny_llm import build_tiny_llm
+from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
 TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 1,
            "train_batch_size": 512}
@@ -96,7 +96,7 @@ def test_runs_started_in_the_same_second_get_different_checkpoints(small_sasrec_
 
     from recbole_llmsrec import get_model, get_trainer
     from recbole_llmsrec.data.dataset import create_dataset
-    from recbole_llmsrec.evaluation import data_preparation
+    from recbole_llmsrec.evaluation.loaders import data_preparation
 
     for module in (recbole.trainer.trainer, recbole.utils):
         monkeypatch.setattr(module, "get_local_time", lambda: "Nov-23-2026_10-00-00")
@@ -112,7 +112,7 @@ def test_runs_started_in_the_same_second_get_different_checkpoints(small_sasrec_
 def test_a_checkpoint_write_that_fails_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     import torch
 
-    from recbole_llmsrec.compat import atomic_torch_save
+    from recbole_llmsrec.safe_write import atomic_torch_save
 
     path = tmp_path / "model.pth"
     atomic_torch_save({"w": torch.ones(3)}, str(path))
@@ -148,7 +148,7 @@ def test_nonsense_settings_are_refused_with_the_key_and_range(model, key, value,
 @pytest.mark.parametrize("model, key", [("LLMSRec", "llm_path"), ("HLLM", "user_llm_path")])
 def test_an_encoder_where_a_causal_lm_is_needed_is_refused(model, key, tmp_path, tiny_llms,
                                                           minilm_path):
-    from recbole_llmsrec.llm import LLMLoadError
+    from recbole_llmsrec.llm.loading import LLMLoadError
 
     settings = {"use_gpu": False, "checkpoint_dir": str(tmp_path), "train_neg_sample_args": None,
                 "user_inter_num_interval": "[0,20]", "MAX_ITEM_LIST_LENGTH": 10,
@@ -160,8 +160,8 @@ def test_an_encoder_where_a_causal_lm_is_needed_is_refused(model, key, tmp_path,
 
 def test_special_token_strings_are_removed_from_titles_however_nested(monkeypatch, tmp_path,
                                                                       tiny_llms, minilm_path):
-    import recbole_llmsrec.model.allmrec as allmrec
-    import recbole_llmsrec.model.llmsrec as llmsrec
+    import recbole_llmsrec.models.allmrec.model as allmrec
+    import recbole_llmsrec.models.llmsrec.model as llmsrec
     from recbole_llmsrec.data.dataset import create_dataset
     from recbole_llmsrec.data.item_text import without_special_tokens
 
@@ -198,12 +198,12 @@ def test_an_atomic_row_with_more_fields_than_its_header_is_refused(tmp_path):
 
 
 def test_a_missing_local_model_directory_says_so_and_how_to_build_the_tiny_one():
-    from recbole_llmsrec.llm import LLMLoadError, load_llm
+    from recbole_llmsrec.llm.loading import LLMLoadError, load_llm
 
     with pytest.raises(LLMLoadError) as error:
         load_llm("./saved/no-such-llama", key="llm_path")
     message = str(error.value)
-    assert "does not exist" in message and "python -m recbole_llmsrec.tiny_llm ./saved/no-such-llama" in message
+    assert "does not exist" in message and "python -m recbole_llmsrec.tools.tiny_llm ./saved/no-such-llama" in message
     assert "hf download" not in message
 
 
@@ -223,7 +223,7 @@ def crafted_checkpoint(path, config, **state_changes):
 
 @pytest.mark.parametrize("field", ["model_class_path", "model_class_name"])
 def test_a_checkpoints_config_never_imports_the_module_it_names(field, tmp_path, monkeypatch):
-    from recbole_llmsrec.compat import load_checkpoint
+    from recbole_llmsrec.checkpoints import load_checkpoint
 
     marker = tmp_path / "imported"
     (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass X: pass\n")

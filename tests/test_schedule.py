@@ -8,7 +8,7 @@ from recbole.utils import init_seed
 
 from recbole_llmsrec import Config, get_model, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.evaluation import data_preparation
+from recbole_llmsrec.evaluation.loaders import data_preparation
 
 
 def fit(config_dict, model_name="SASRec"):
@@ -85,7 +85,7 @@ def test_llmsrec_and_allmrec_default_to_the_originals_schedule_and_sasrec_keeps_
 def test_cosine_schedule_resumed_mid_epoch_continues_where_it_stopped(small_sasrec_config):
     # HLLMTrainer's per-step schedule on a run validated 4 times per epoch: resuming after part 3
     # (RecBole counts parts as epochs) must fast-forward 3 parts of batches, not 3 epochs
-    from recbole_llmsrec.trainer import HLLMTrainer
+    from recbole_llmsrec.models.hllm.trainer import HLLMTrainer
 
     settings = dict(small_sasrec_config, validations_per_epoch=4, warmup_ratio=0.1, epochs=2,
                     train_batch_size=128, stopping_step=100)

@@ -9,7 +9,7 @@ import yaml
 from recbole_llmsrec import Config, run_recbole
 from recbole_llmsrec.settings import SCHEMA, SettingError
 
-PACKAGE_PROPERTIES = pathlib.Path(__file__).resolve().parent.parent / "recbole_llmsrec" / "properties"
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "recbole_llmsrec"
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 KIND_OF_COMMENT = {"int": "int", "float": "float", "bool": "bool", "str": "str", "list": "list",
                    "dict": "dict"}
@@ -83,15 +83,15 @@ def recbole_keys():
         "train_neg_sample_args": None}).final_config_dict)
 
 
-@pytest.mark.parametrize("name", ["overall.yaml", "model/LLMSRec.yaml", "model/ALLMRec.yaml",
-                                  "model/HLLM.yaml"])
+@pytest.mark.parametrize("name", ["properties/overall.yaml", "models/llmsrec/LLMSRec.yaml",
+                                  "models/allmrec/ALLMRec.yaml", "models/hllm/HLLM.yaml"])
 def test_the_yaml_comments_and_defaults_agree_with_the_schema(name):
     known = recbole_keys()
-    for key, (value, comment) in yaml_entries(PACKAGE_PROPERTIES / name).items():
+    for key, (value, comment) in yaml_entries(PACKAGE / name).items():
         assert key in SCHEMA or key in known, f"{name}: {key} is neither in the schema nor RecBole's"
         if key in SCHEMA and comment:
             assert KIND_OF_COMMENT[SCHEMA[key].kind] == comment, f"{name}: {key}"
-        if key in SCHEMA and name == "overall.yaml":
+        if key in SCHEMA and name == "properties/overall.yaml":
             assert value == SCHEMA[key].default, f"overall.yaml: {key}"
 
 

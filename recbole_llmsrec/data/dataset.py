@@ -1,4 +1,5 @@
-"""Datasets of this plugin's models, found by ``create_dataset`` as ``<Model>Dataset`` (RecBole-GNN's way).
+"""The plugin's sequential dataset and ``create_dataset``, which builds each model's dataset class (its
+registry entry's, else RecBole's choice) from the checked atomic files.
 
 RecBole's ``SequentialDataset`` makes one training sample per prefix; as in their papers, the LLM models'
 ``UserSequenceDataset`` keeps each user's longest prefix in the TRAINING split only (validation and test
@@ -6,17 +7,20 @@ are RecBole's, so metrics compare with any RecBole model), which carries ``histo
 items, CSR, every training interaction) for negatives.
 """
 
-import importlib
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
-from recbole_llmsrec.compat import create_dataset_without_pickle, refuse_pickle_caches
-from recbole_llmsrec.config import require_at_least
+from recbole_llmsrec import registry
 from recbole_llmsrec.data.atomic_files import check_atomic_files
+from recbole_llmsrec.hooks import SequenceDatasetHooks
+from recbole_llmsrec.recbole_fixes.pickle_caches import (
+    create_dataset_without_pickle,
+    refuse_pickle_caches,
+)
+from recbole_llmsrec.settings import require_at_least
 
 
 def interaction_matrix(split, lists=True):
@@ -62,12 +66,9 @@ def training_history(dataset):
     return history
 
 
-class UserSequenceDataset(SequentialDataset):
+class UserSequenceDataset(SequenceDatasetHooks, SequentialDataset):
     """A ``SequentialDataset`` whose training split holds one sample per user (its last prefix), or,
-    with ``window_stride`` set, every ``window_stride``-th prefix counted from the last one."""
-
-    def window_stride(self):
-        return None
+    with the hook ``window_stride`` set, every ``window_stride``-th prefix counted from the last one."""
 
     def build(self):
         datasets = super().build()
@@ -87,30 +88,13 @@ class UserSequenceDataset(SequentialDataset):
         return datasets
 
 
-class LLMSRecDataset(UserSequenceDataset):
-    """LLM-SRec trains one example per user per epoch: target = last training item (spec section 6)."""
-
-
-class ALLMRecDataset(UserSequenceDataset):
-    """A-LLMRec trains one example per user per epoch in stages 1 and 2 (spec sections 2-3)."""
-
-
-class HLLMDataset(UserSequenceDataset):
-    """HLLM trains every position of a sequence in one pass (spec 2): windows of ``MAX_ITEM_LIST_LENGTH``
-    transitions ending at the user's last item, so every training interaction after the first is a target
-    once per epoch (the original's chunks lost the oldest remainder and the transitions between chunks)."""
-
-    def window_stride(self):
-        return self.config["MAX_ITEM_LIST_LENGTH"]
-
-
 def create_dataset(config):
     """This plugin's ``<Model>Dataset``, else RecBole's choice; always from the (checked) atomic files,
-    never from a pickled cache (``compat``)."""
+    never from a pickled cache (``recbole_fixes.pickle_caches``)."""
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         require_at_least(config, "MAX_ITEM_LIST_LENGTH", 1)
     check_atomic_files(config)
-    dataset_class = getattr(importlib.import_module(__name__), f"{config['model']}Dataset", None)
+    dataset_class = registry.dataset_class(config["model"])
     if dataset_class is None:
         return create_dataset_without_pickle(config)
     refuse_pickle_caches(config)

@@ -1,0 +1,1 @@
+"""Tools beside the plugin (Amazon converter, tiny LLM builder): each imports only what it needs."""

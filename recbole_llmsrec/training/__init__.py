@@ -1,0 +1,1 @@
+"""The trainer of every model run through the plugin (``trainer``) and its schedules (``schedule``)."""
