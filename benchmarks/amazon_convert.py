@@ -3,8 +3,8 @@
     python benchmarks/amazon_convert.py [--lines 1000000 2000000] [--bucket-records 500000]
 
 Each file draws users and items from the same pools (200k users, 50k items), so the only thing that
-grows is the number of lines: a streaming converter's peak RSS must stay flat. Each conversion runs in
-its own process, which reports its own peak RSS.
+grows is the number of lines: a streaming converter's peak RSS must stay flat. Each conversion runs
+in its own process, which reports its own peak RSS.
 """
 
 import argparse
@@ -30,11 +30,18 @@ def write_reviews(path, lines, seed=0, users=200_000, items=50_000):
     rng = random.Random(seed)
     with open(path, "w") as f:
         for _ in range(lines):
-            f.write(json.dumps({"reviewerID": f"U{rng.randrange(users)}",
-                                "asin": f"B{int(rng.paretovariate(0.8)) % items:09d}",
-                                "overall": float(rng.randint(1, 5)),
-                                "unixReviewTime": rng.randrange(1_000_000_000, 1_600_000_000),
-                                "reviewText": "a perfectly ordinary review text"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "reviewerID": f"U{rng.randrange(users)}",
+                        "asin": f"B{int(rng.paretovariate(0.8)) % items:09d}",
+                        "overall": float(rng.randint(1, 5)),
+                        "unixReviewTime": rng.randrange(1_000_000_000, 1_600_000_000),
+                        "reviewText": "a perfectly ordinary review text",
+                    }
+                )
+                + "\n"
+            )
 
 
 def main():
@@ -47,19 +54,41 @@ def main():
         meta = os.path.join(work, "meta.json")
         with open(meta, "w") as f:
             for item in range(50_000):
-                f.write(json.dumps({"asin": f"B{item:09d}", "title": f"Item {item}",
-                                    "description": ["<p>Some description</p>"]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "asin": f"B{item:09d}",
+                            "title": f"Item {item}",
+                            "description": ["<p>Some description</p>"],
+                        }
+                    )
+                    + "\n"
+                )
         for lines in args.lines:
             reviews = os.path.join(work, f"reviews_{lines}.json")
             write_reviews(reviews, lines)
             size_mb = os.path.getsize(reviews) / 2**20
-            out = subprocess.run([sys.executable, "-c", CHILD, reviews, meta, os.path.join(work, "out"),
-                                  str(args.bucket_records)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    reviews,
+                    meta,
+                    os.path.join(work, "out"),
+                    str(args.bucket_records),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             read, seconds, peak_mb, kept = out.stdout.split()[-4:]
             rows.append((lines, size_mb, float(read) / float(seconds), float(peak_mb), int(kept)))
             os.remove(reviews)
-    print(f"\nAmazon 2018-format reviews -> RecBole atomic files, 5-core, bucket-records "
-          f"{args.bucket_records:,}, {os.cpu_count()} CPUs\n")
+    print(
+        f"\nAmazon 2018-format reviews -> RecBole atomic files, 5-core, bucket-records "
+        f"{args.bucket_records:,}, {os.cpu_count()} CPUs\n"
+    )
     print("| review lines | file size | lines/s | peak RSS | interactions kept |")
     print("| --- | --- | --- | --- | --- |")
     for lines, size_mb, rate, peak_mb, kept in rows:

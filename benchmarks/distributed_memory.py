@@ -1,6 +1,6 @@
-"""Memory per GPU for parameters, gradients and optimizer states, per model size and strategy (README
-"Multi-GPU and multi-node"). Computed, not measured: the models are built on the meta device from the
-papers' LLM shapes (no weights, no GPU), and their parameters counted.
+"""Memory per GPU for parameters, gradients and optimizer states, per model size and strategy
+(README "Multi-GPU and multi-node"). Computed, not measured: the models are built on the meta device
+from the papers' LLM shapes (no weights, no GPU), and their parameters counted.
 
     python benchmarks/distributed_memory.py
 
@@ -17,15 +17,40 @@ from transformers import AutoModel, AutoModelForCausalLM, LlamaConfig, OPTConfig
 from recbole_llmsrec.layers import projection_mlp
 
 SHAPES = {  # the LLM shapes of the papers' defaults
-    "TinyLlama-1.1B": LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                                  num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
-    "Llama-2-7B": LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                              num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
-    "Llama-3.2-3B": LlamaConfig(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-                                num_attention_heads=24, num_key_value_heads=8, vocab_size=128256,
-                                tie_word_embeddings=True),
-    "OPT-6.7B": OPTConfig(hidden_size=4096, ffn_dim=16384, num_hidden_layers=32, num_attention_heads=32,
-                          vocab_size=50272, max_position_embeddings=2048, word_embed_proj_dim=4096),
+    "TinyLlama-1.1B": LlamaConfig(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+    ),
+    "Llama-2-7B": LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    ),
+    "Llama-3.2-3B": LlamaConfig(
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "OPT-6.7B": OPTConfig(
+        hidden_size=4096,
+        ffn_dim=16384,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        vocab_size=50272,
+        max_position_embeddings=2048,
+        word_embed_proj_dim=4096,
+    ),
 }
 TRAINED, BF16, FP32 = 16, 2, 4
 
@@ -40,19 +65,24 @@ def llm(shape, causal_lm=False):
 
 
 def hllm(shape):
-    """Both LLMs train except the User LLM's token table (it reads item embeddings, never tokens)."""
+    """Both LLMs train except the User LLM's token table (it reads item embeddings, never
+    tokens)."""
     item, user = llm(shape), llm(shape)
     table = user.get_input_embeddings().weight.numel()
     return count(item) + count(user) - table, {FP32: table}
 
 
 def llmsrec():
-    """Frozen Llama-3.2-3B; trained: LLMSRec's four MLPs (defaults: teacher d=64, MLP 2048, repr 128)
-    and its two [UserOut]/[ItemOut] vectors."""
+    """Frozen Llama-3.2-3B; trained: LLMSRec's four MLPs (defaults: teacher d=64, MLP 2048, repr
+    128) and its two [UserOut]/[ItemOut] vectors."""
     frozen, size = llm("Llama-3.2-3B"), SHAPES["Llama-3.2-3B"].hidden_size
     with torch.device("meta"):
-        mlps = [projection_mlp(64, size, size, nn.LeakyReLU()), projection_mlp(size, 2048, 128, nn.LeakyReLU()),
-                projection_mlp(size, 2048, 128, nn.LeakyReLU()), projection_mlp(64, 128, 128, nn.GELU())]
+        mlps = [
+            projection_mlp(64, size, size, nn.LeakyReLU()),
+            projection_mlp(size, 2048, 128, nn.LeakyReLU()),
+            projection_mlp(size, 2048, 128, nn.LeakyReLU()),
+            projection_mlp(64, 128, 128, nn.GELU()),
+        ]
     return sum(map(count, mlps)) + 2 * size, {BF16: count(frozen)}
 
 
@@ -61,7 +91,10 @@ def allmrec():
     d=50, alignment 128)."""
     frozen, size = llm("OPT-6.7B", causal_lm=True), SHAPES["OPT-6.7B"].hidden_size
     with torch.device("meta"):
-        mlps = [projection_mlp(50, size, size, nn.LeakyReLU()), projection_mlp(128, size, size, nn.GELU())]
+        mlps = [
+            projection_mlp(50, size, size, nn.LeakyReLU()),
+            projection_mlp(128, size, size, nn.GELU()),
+        ]
     return sum(map(count, mlps)), {BF16: count(frozen)}
 
 
@@ -70,16 +103,26 @@ def gigabytes(trained, frozen, gpus):
 
 
 def main():
-    rows = [("LLMSRec (Llama-3.2-3B)", *llmsrec(), False), ("ALLMRec (OPT-6.7B), stage 2", *allmrec(), False),
-            ("HLLM-1B (TinyLlama-1.1B x2)", *hllm("TinyLlama-1.1B"), True),
-            ("HLLM-7B (Llama-2-7B x2)", *hllm("Llama-2-7B"), True)]
-    print("| model (LLM size) | trained / frozen parameters | one GPU or DDP, per GPU | "
-          "FSDP on 8 GPUs, per GPU | FSDP on 16 GPUs, per GPU |")
+    rows = [
+        ("LLMSRec (Llama-3.2-3B)", *llmsrec(), False),
+        ("ALLMRec (OPT-6.7B), stage 2", *allmrec(), False),
+        ("HLLM-1B (TinyLlama-1.1B x2)", *hllm("TinyLlama-1.1B"), True),
+        ("HLLM-7B (Llama-2-7B x2)", *hllm("Llama-2-7B"), True),
+    ]
+    print(
+        "| model (LLM size) | trained / frozen parameters | one GPU or DDP, per GPU | "
+        "FSDP on 8 GPUs, per GPU | FSDP on 16 GPUs, per GPU |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for name, trained, frozen, fsdp in rows:
-        shard = [f"{gigabytes(trained, frozen, n):.1f} GB" if fsdp else "refused: use DDP" for n in (8, 16)]
-        print(f"| {name} | {trained / 1e9:.3g} B / {sum(frozen.values()) / 1e9:.3g} B | "
-              f"{gigabytes(trained, frozen, 1):.1f} GB | {shard[0]} | {shard[1]} |")
+        shard = [
+            f"{gigabytes(trained, frozen, n):.1f} GB" if fsdp else "refused: use DDP"
+            for n in (8, 16)
+        ]
+        print(
+            f"| {name} | {trained / 1e9:.3g} B / {sum(frozen.values()) / 1e9:.3g} B | "
+            f"{gigabytes(trained, frozen, 1):.1f} GB | {shard[0]} | {shard[1]} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""Sampled evaluation time: RecBole's per-row path vs the plugin's per-user path (issue: evaluation).
+"""Sampled evaluation time: RecBole's per-row path vs the plugin's per-user path (issue:
+evaluation).
 
     python benchmarks/sampled_eval.py [--model SASRec] [--repeats 3]
 
-Trains the model (RecBole's defaults) for one epoch on ml-100k as shipped with RecBole, then evaluates
-its test split in ``uni100`` and ``uni99`` (RecBole's negatives, and negatives outside the history)
-with RecBole's own
-``Trainer`` (``predict`` on one row per user and candidate) and with the trainer the plugin gives every
-model (``full_sort_predict`` once per user, candidates read from its row). The same negatives are drawn
-for both (the sampler is re-seeded before each run), and the table says whether the metrics are equal.
-Times are the best of ``--repeats`` runs, data loading included.
+Trains the model (RecBole's defaults) for one epoch on ml-100k as shipped with RecBole, then
+evaluates its test split in ``uni100`` and ``uni99`` (RecBole's negatives, and negatives outside the
+history) with RecBole's own
+``Trainer`` (``predict`` on one row per user and candidate) and with the trainer the plugin gives
+every model (``full_sort_predict`` once per user, candidates read from its row). The same negatives
+are drawn for both (the sampler is re-seeded before each run), and the table says whether the
+metrics are equal. Times are the best of ``--repeats`` runs, data loading included.
 """
 
 import argparse
@@ -28,7 +29,8 @@ from recbole_llmsrec.evaluation import data_preparation
 def timed_evaluation(trainer, config, test_data, repeats):
     best, result = float("inf"), None
     for _ in range(repeats):
-        init_seed(config["seed"], config["reproducibility"])  # RecBole's sampler draws from np.random
+        # RecBole's sampler draws from np.random
+        init_seed(config["seed"], config["reproducibility"])
         start = time.perf_counter()
         result = trainer.evaluate(test_data, load_best_model=False)
         best = min(best, time.perf_counter() - start)
@@ -36,10 +38,22 @@ def timed_evaluation(trainer, config, test_data, repeats):
 
 
 def build(model_name, workdir, **settings):
-    config = Config(model=model_name, dataset="ml-100k", config_dict={
-        "use_gpu": False, "seed": 2020, "reproducibility": True, "show_progress": False,
-        "checkpoint_dir": workdir, "epochs": 1, "train_batch_size": 2048, "eval_batch_size": 4096,
-        "train_neg_sample_args": None, **settings})
+    config = Config(
+        model=model_name,
+        dataset="ml-100k",
+        config_dict={
+            "use_gpu": False,
+            "seed": 2020,
+            "reproducibility": True,
+            "show_progress": False,
+            "checkpoint_dir": workdir,
+            "epochs": 1,
+            "train_batch_size": 2048,
+            "eval_batch_size": 4096,
+            "train_neg_sample_args": None,
+            **settings,
+        },
+    )
     init_seed(config["seed"], config["reproducibility"])
     return config, data_preparation(config, create_dataset(config))
 
@@ -58,21 +72,39 @@ def main():
 
     rows = []
     for mode, exclude in (("uni100", False), ("uni99", False), ("uni99", True)):
-        config, (_, _, test_data) = build(args.model, workdir, eval_neg_exclude_history=exclude,
-                                          eval_args={"split": {"LS": "valid_and_test"},
-                                                     "order": "TO", "mode": mode})
+        config, (_, _, test_data) = build(
+            args.model,
+            workdir,
+            eval_neg_exclude_history=exclude,
+            eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode},
+        )
         plugin = get_trainer(config["MODEL_TYPE"], args.model)(config, model)
         per_user, per_user_result = timed_evaluation(plugin, config, test_data, args.repeats)
-        per_row, per_row_result = timed_evaluation(RecBoleTrainer(config, model), config, test_data,
-                                                   args.repeats)
-        rows.append((mode + (" outside history" if exclude else ""), len(test_data._dataset), per_row,
-                     per_user, per_row / per_user, per_row_result == per_user_result))
+        per_row, per_row_result = timed_evaluation(
+            RecBoleTrainer(config, model), config, test_data, args.repeats
+        )
+        rows.append(
+            (
+                mode + (" outside history" if exclude else ""),
+                len(test_data._dataset),
+                per_row,
+                per_user,
+                per_row / per_user,
+                per_row_result == per_user_result,
+            )
+        )
     config, (_, _, test_data) = build(args.model, workdir)
     full_sort, _ = timed_evaluation(plugin, config, test_data, args.repeats)
 
-    print(f"\n{args.model} on ml-100k, test split, {os.cpu_count()} CPU cores, best of {args.repeats}; "
-          f"full sort for reference: {full_sort:.2f} s\n")
-    print("| negatives | users | per-row (RecBole) s | per-user (plugin) s | speed-up | metrics equal |")
+    print(
+        f"\n{args.model} on ml-100k, test split, {os.cpu_count()} CPU cores, best of "
+        f"{args.repeats}; "
+        f"full sort for reference: {full_sort:.2f} s\n"
+    )
+    print(
+        "| negatives | users | per-row (RecBole) s | per-user (plugin) s | speed-up | metrics "
+        "equal |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for name, users, row_time, user_time, speedup, equal in rows:
         print(f"| {name} | {users} | {row_time:.2f} | {user_time:.2f} | {speedup:.1f}x | {equal} |")

@@ -1,4 +1,5 @@
-"""``python -m recbole_llmsrec --model=... --dataset=... [--config_files=...] [--key=value ...]``."""
+"""``python -m recbole_llmsrec --model=... --dataset=... [--config_files=...] [--key=value
+...]``."""
 
 from recbole_llmsrec.quick_start import main
 

@@ -2,8 +2,8 @@
 
 Precedence, lowest first: RecBole's internal defaults < (plugin models only) the plugin's
 ``properties/overall.yaml`` < the model's YAML (``models/<name>/<Name>.yaml``, named by its registry
-entry) < ``properties/dataset/<dataset>.yaml`` < the user's config files < config dict < command line.
-Building one installs the RecBole fixes (``recbole_fixes.install``) and checks every setting
+entry) < ``properties/dataset/<dataset>.yaml`` < the user's config files < config dict < command
+line. Building one installs the RecBole fixes (``recbole_fixes.install``) and checks every setting
 (``settings.check_settings``) before any data is read.
 """
 
@@ -19,7 +19,8 @@ from recbole_llmsrec.distribution.process_group import join_process_group, launc
 from recbole_llmsrec.settings import check_dataset_name, check_eval_driven_keys, check_settings
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
-# Dict settings whose YAML defaults a partial user dict completes (``cf_config: {epochs: 5}`` keeps the rest)
+# Dict settings whose YAML defaults a partial user dict completes (``cf_config: {epochs: 5}`` keeps
+# the rest)
 MERGED_DICT_KEYS = ("cf_config",)
 
 
@@ -31,13 +32,20 @@ class Config(RecBoleConfig):
         # checkpoints hold this class: torch's weights-only loading (RecBole's too) must accept it;
         # RecBole's Config pickles its model class by name (recbole_fixes.checkpoint_loading)
         torch.serialization.add_safe_globals([Config])
-        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list,
-                         config_dict=config_dict)
+        super().__init__(
+            model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+        )
         check_settings(self)  # every key the plugin adds, once, before any data is loaded
         if self["distributed_strategy"] == "fsdp" and self["single_spec"]:
-            self.file_notes = [*getattr(self, "file_notes", []), ("warning", "distributed_strategy: "
-                               "fsdp has no effect in one process: it shards across the processes of "
-                               "torchrun or --nproc; this run trains unsharded")]
+            self.file_notes = [
+                *getattr(self, "file_notes", []),
+                (
+                    "warning",
+                    "distributed_strategy: "
+                    "fsdp has no effect in one process: it shards across the processes of "
+                    "torchrun or --nproc; this run trains unsharded",
+                ),
+            ]
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
@@ -49,27 +57,38 @@ class Config(RecBoleConfig):
         return final
 
     def _load_config_files(self, file_list):
-        """RecBole's merge of the config files (later ones win), recording in ``file_notes`` each key a
-        later file overrides and each file none of whose keys survives, for the run's log."""
+        """RecBole's merge of the config files (later ones win), recording in ``file_notes`` each
+        key a later file overrides and each file none of whose keys survives, for the run's log."""
         merged, origin, self.file_notes = {}, {}, []
         for path in file_list or []:
             with open(path, encoding="utf-8") as file:
                 values = yaml.load(file.read(), Loader=self.yaml_loader) or {}
             for key, value in values.items():
                 if key in merged and merged[key] != value:
-                    self.file_notes.append(("info", f"config: {key}={value!r} from {path} overrides "
-                                                    f"{merged[key]!r} from {origin[key]}"))
+                    self.file_notes.append(
+                        (
+                            "info",
+                            f"config: {key}={value!r} from {path} overrides "
+                            f"{merged[key]!r} from {origin[key]}",
+                        )
+                    )
                 merged[key], origin[key] = value, path
         for path in file_list or []:
             if path not in origin.values():
-                self.file_notes.append(("warning", f"config file {path} has no effect: every key it "
-                                                   "sets is overridden by a later file"))
+                self.file_notes.append(
+                    (
+                        "warning",
+                        f"config file {path} has no effect: every key it "
+                        "sets is overridden by a later file",
+                    )
+                )
         return merged
 
     def _convert_config_dict(self, config_dict):
-        """RecBole's conversion of command-line and dict strings to values, with ``ast.literal_eval``:
-        RecBole ``eval``-ed every such string, so a value ran as Python code. Literals (numbers, lists,
-        dicts, None, True/False in any case) convert as before; anything else stays a string."""
+        """RecBole's conversion of command-line and dict strings to values, with
+        ``ast.literal_eval``: RecBole ``eval``-ed every such string, so a value ran as Python code.
+        Literals (numbers, lists, dicts, None, True/False in any case) convert as before; anything
+        else stays a string."""
         for key, value in config_dict.items():
             if not isinstance(value, str):
                 continue
@@ -87,7 +106,9 @@ class Config(RecBoleConfig):
         return super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
-        check_dataset_name(dataset if dataset is not None else self.external_config_dict.get("dataset"))
+        check_dataset_name(
+            dataset if dataset is not None else self.external_config_dict.get("dataset")
+        )
         if isinstance(model, str):  # resolved here: RecBole's lookup knows only its own models
             model = registry.get_model(model)
         elif model is None and isinstance(self.external_config_dict.get("model"), str):
@@ -96,7 +117,8 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        self.plugin_config_dict = {}  # what the plugin's YAMLs set, for configs derived from this one
+        # what the plugin's YAMLs set, for configs derived from this one
+        self.plugin_config_dict = {}
         if not registry.is_plugin_model(model_class):
             return  # RecBole's own models get exactly RecBole's configuration
         for path in (
@@ -109,10 +131,10 @@ class Config(RecBoleConfig):
 
 
 def derived_config(parent, model, overrides):
-    """A ``Config`` for ``model`` on ``parent``'s run (e.g. an LLMSRec run's SASRec teacher): RecBole's
-    defaults for ``model`` < ``parent``'s plugin YAML values, files, dict and command line < ``overrides``;
-    built by RecBole like any config, so overrides are completed and checked (copying a finished config
-    crashed on ``eval_args``). ``sys.argv`` is not read again."""
+    """A ``Config`` for ``model`` on ``parent``'s run (e.g. an LLMSRec run's SASRec teacher):
+    RecBole's defaults for ``model`` < ``parent``'s plugin YAML values, files, dict and command line
+    < ``overrides``; built by RecBole like any config, so overrides are completed and checked
+    (copying a finished config crashed on ``eval_args``). ``sys.argv`` is not read again."""
 
     class _Derived(Config):
         def _load_config_files(self, file_list):
@@ -126,9 +148,12 @@ def derived_config(parent, model, overrides):
 
         def _load_internal_config_dict(self, model, model_class, dataset):
             super()._load_internal_config_dict(model, model_class, dataset)
-            # a config pickled before plugin_config_dict existed: its internal layer holds those values
+            # a config pickled before plugin_config_dict existed: its internal layer holds those
+            # values
             plugin = getattr(parent, "plugin_config_dict", None)
-            self.internal_config_dict.update(parent.internal_config_dict if plugin is None else plugin)
+            self.internal_config_dict.update(
+                parent.internal_config_dict if plugin is None else plugin
+            )
 
     config = _Derived(model=model, dataset=parent["dataset"])
     config.__class__ = Config  # a plain Config: it is pickled into the checkpoint

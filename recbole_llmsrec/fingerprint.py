@@ -1,13 +1,15 @@
-"""What a run was evaluated on, as raw tokens, and a short hash of it (README "Comparing with SASRec").
+"""What a run was evaluated on, as raw tokens, and a short hash of it (README "Comparing with
+SASRec").
 
-``evaluation_rows`` gives each row of a valid/test loader as ``[user, target, history...]`` (the history as
-the model receives it, oldest first, cut to ``MAX_ITEM_LIST_LENGTH``; a general model's rows have no
-history), ``evaluation_candidates`` each row's ranked candidates (sampled modes; full sort ranks the whole
-catalogue), ``training_items`` each user's training interactions. ``data_fingerprint`` hashes these with
-the protocol settings that decide scoring: two runs, of any models, with the same fingerprint ranked the
-same candidates for the same users, targets and histories. Everything is in raw tokens, never internal
-ids, and the rows are taken from the data before they are sharded, so the same files and seed give the
-same fingerprint on any machine and with any number of processes.
+``evaluation_rows`` gives each row of a valid/test loader as ``[user, target, history...]`` (the
+history as the model receives it, oldest first, cut to ``MAX_ITEM_LIST_LENGTH``; a general model's
+rows have no history), ``evaluation_candidates`` each row's ranked candidates (sampled modes; full
+sort ranks the whole catalogue), ``training_items`` each user's training interactions.
+``data_fingerprint`` hashes these with the protocol settings that decide scoring: two runs, of any
+models, with the same fingerprint ranked the same candidates for the same users, targets and
+histories. Everything is in raw tokens, never internal ids, and the rows are taken from the data
+before they are sharded, so the same files and seed give the same fingerprint on any machine and
+with any number of processes.
 """
 
 import hashlib
@@ -35,7 +37,8 @@ def _tokens(dataset, field):
 
 def evaluation_rows(loader):
     """Each row of ``loader`` as raw tokens, in evaluation order: ``[user, target, history...]``
-    (sequential) or ``[user, sorted targets...]`` (general models: all of a user's targets in one row)."""
+    (sequential) or ``[user, sorted targets...]`` (general models: all of a user's targets in one
+    row)."""
     split = loader._dataset
     users, items = _tokens(split, split.uid_field), _tokens(split, split.iid_field)
     inter = split.inter_feat
@@ -55,8 +58,9 @@ def evaluation_rows(loader):
 
 
 def evaluation_candidates(loader):
-    """Each row's sampled candidates as sorted raw tokens (target included), or ``None``: full sort (the
-    whole catalogue), or RecBole's own sampler (a general model's, drawn while batches are collated)."""
+    """Each row's sampled candidates as sorted raw tokens (target included), or ``None``: full sort
+    (the whole catalogue), or RecBole's own sampler (a general model's, drawn while batches are
+    collated)."""
     sampler = getattr(loader, "_sampler", None)
     if isinstance(loader, FullSortEvalDataLoader) or not hasattr(sampler, "candidates"):
         return None
@@ -73,8 +77,9 @@ def evaluation_candidates(loader):
 
 def training_items(train_dataset, history):
     """Each user's training items (users x items CSR ``history``) as ``[user, sorted items...]``."""
-    users, items = _tokens(train_dataset, train_dataset.uid_field), _tokens(
-        train_dataset, train_dataset.iid_field
+    users, items = (
+        _tokens(train_dataset, train_dataset.uid_field),
+        _tokens(train_dataset, train_dataset.iid_field),
     )
     return [
         [users[u], *sorted(items[history.indices[history.indptr[u] : history.indptr[u + 1]]])]
@@ -106,32 +111,42 @@ def digest(parts):
 
 
 def data_fingerprint(config, train_data, valid_data, test_data, history):
-    """``{"train", "valid", "test", "catalogue", "data"}``: SHA-256 prefixes of the training items, each
-    evaluation phase (protocol settings, rows in order, candidates), the catalogue (item tokens ranked),
-    and all four together. ``history``: the training interactions (users x items CSR)."""
+    """``{"train", "valid", "test", "catalogue", "data"}``: SHA-256 prefixes of the training items,
+    each evaluation phase (protocol settings, rows in order, candidates), the catalogue (item tokens
+    ranked), and all four together. ``history``: the training interactions (users x items CSR)."""
     catalogue = sorted(_tokens(train_data._dataset, train_data._dataset.iid_field)[1:].tolist())
-    parts = {"catalogue": digest(catalogue),
-             "train": digest(training_items(train_data._dataset, history))}
+    parts = {
+        "catalogue": digest(catalogue),
+        "train": digest(training_items(train_data._dataset, history)),
+    }
     for phase, loader in zip(PHASES, (valid_data, test_data)):
         parts[phase] = digest(
-            [protocol_settings(config, phase), evaluation_rows(loader), evaluation_candidates(loader)]
+            [
+                protocol_settings(config, phase),
+                evaluation_rows(loader),
+                evaluation_candidates(loader),
+            ]
         )
     parts["data"] = digest([parts[key] for key in ("catalogue", "train", "valid", "test")])
     return {key: value[:FINGERPRINT_LENGTH] for key, value in parts.items()}
 
 
 def build_data(config):
-    """``(dataset, train, valid, test, fingerprint)``: the plugin's data pipeline for ``config``'s model,
-    the same for every model (README "Comparing with SASRec"), and the fingerprint of what it evaluates."""
+    """``(dataset, train, valid, test, fingerprint)``: the plugin's data pipeline for ``config``'s
+    model, the same for every model (README "Comparing with SASRec"), and the fingerprint of what it
+    evaluates."""
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-    fingerprint = data_fingerprint(config, train_data, valid_data, test_data,
-                                   training_matrix(train_data._dataset, sequential))
+    fingerprint = data_fingerprint(
+        config, train_data, valid_data, test_data, training_matrix(train_data._dataset, sequential)
+    )
     return dataset, train_data, valid_data, test_data, fingerprint
 
 
 def fingerprint_line(fingerprint):
     """One log line: the combined fingerprint, then its parts."""
-    detail = ", ".join(f"{key} {fingerprint[key]}" for key in ("catalogue", "train", "valid", "test"))
+    detail = ", ".join(
+        f"{key} {fingerprint[key]}" for key in ("catalogue", "train", "valid", "test")
+    )
     return f"data fingerprint: {fingerprint['data']} ({detail})"

@@ -1,10 +1,12 @@
-"""Every hook between models, trainers, datasets and the evaluation layer, declared here and only here.
+"""Every hook between models, trainers, datasets and the evaluation layer, declared here and only
+here.
 
-A hook is a method or attribute a class MAY provide to change what the plugin's shared code does with it.
-Each is declared below with its default and a docstring (who calls it, when, what it returns). The shared
-code reads a hook only through ``model_hook`` (any model, RecBole's included: a model without the hook
-gets the default), or calls it on a class that derives from the declaring base class here. The test
-``tests/test_structure.py`` checks that no other module looks a hook name up by ``getattr``/``hasattr``.
+A hook is a method or attribute a class MAY provide to change what the plugin's shared code does
+with it. Each is declared below with its default and a docstring (who calls it, when, what it
+returns). The shared code reads a hook only through ``model_hook`` (any model, RecBole's included: a
+model without the hook gets the default), or calls it on a class that derives from the declaring
+base class here. The test ``tests/test_structure.py`` checks that no other module looks a hook name
+up by ``getattr``/``hasattr``.
 """
 
 
@@ -13,12 +15,12 @@ class ModelHooks:
     them and get these defaults; the plugin's models derive from this class."""
 
     #: Sampled evaluation may read a user's candidate scores from one ``full_sort_predict`` row
-    #: (``evaluation.scoring.sampled_scores``). False where that would change the scores (ALLMRec ranks
-    #: a user's candidates together in ``predict``).
+    #: (``evaluation.scoring.sampled_scores``). False where that would change the scores (ALLMRec
+    # ranks : a user's candidates together in ``predict``).
     sampled_scores_from_full_sort = True
 
-    #: State-dict prefixes a checkpoint leaves out (rebuilt from files, e.g. a frozen LLM, ``"llm."``).
-    #: ``distributed_strategy: fsdp`` is refused for such models.
+    #: State-dict prefixes a checkpoint leaves out (rebuilt from files, e.g. a frozen LLM,
+    # ``"llm."``). : ``distributed_strategy: fsdp`` is refused for such models.
     unsaved_prefixes = ()
 
     #: How many prompts were cut to the LLM's context so far; logged at the end of a run.
@@ -28,16 +30,22 @@ class ModelHooks:
         """Called by the training loop (``distribution.training.train_epoch``) after every optimizer
         step, e.g. to clamp a parameter (HLLM's temperature). Returns nothing."""
 
-    #: ``full_sort_predict_excluding(interaction, excluded) -> [B, n_items] scores``, or None. A model
-    #: whose full sort works in stages (retrieve, then rerank a few: ALLMRec) defines it; the
+    #: ``full_sort_predict_excluding(interaction, excluded) -> [B, n_items] scores``, or None. A
+    # model : whose full sort works in stages (retrieve, then rerank a few: ALLMRec) defines it; the
     #: evaluation layer (``evaluation.scoring.staged_full_sort``) then calls it instead of
     #: ``full_sort_predict`` with ``excluded`` ([B, n_items] bool): exactly the items the protocol
-    #: scores -inf afterwards (``eval_mask_history``; the target never), so no stage is spent on them.
+    #: scores -inf afterwards (``eval_mask_history``; the target never), so no stage is spent on
+    # them.
     full_sort_predict_excluding = None
 
 
-MODEL_HOOKS = ("sampled_scores_from_full_sort", "unsaved_prefixes", "prompts_shortened",
-               "after_optimizer_step", "full_sort_predict_excluding")
+MODEL_HOOKS = (
+    "sampled_scores_from_full_sort",
+    "unsaved_prefixes",
+    "prompts_shortened",
+    "after_optimizer_step",
+    "full_sort_predict_excluding",
+)
 
 
 def model_hook(model, name):
@@ -55,7 +63,8 @@ class TeacherStudentHooks:
 
     #: Whether the frozen CF teacher holds trained weights (loaded or pre-trained), a bool or a bool
     #: tensor (a buffer, so that checkpoints keep it): read by the trainer before training; if False
-    #: it pre-trains the teacher (stage 0). Declared, not defaulted: a buffer or property provides it.
+    #: it pre-trains the teacher (stage 0). Declared, not defaulted: a buffer or property provides
+    # it.
     cf_teacher_ready: bool
 
     def load_cf_teacher(self, state_dict):
@@ -79,11 +88,12 @@ class ItemMatrixHooks:
 
 
 class StagedTrainerHooks:
-    """What a trainer whose model trains in stages provides (``cf_teacher.trainer.CFTeacherTrainer``)."""
+    """What a trainer whose model trains in stages provides
+    (``cf_teacher.trainer.CFTeacherTrainer``)."""
 
     def run_pending_stages(self, train_data, show_progress):
-        """Called at the start of ``fit``: trains or loads every stage before the model's own training
-        that is not done yet (the CF teacher; A-LLMRec's alignment). Returns nothing."""
+        """Called at the start of ``fit``: trains or loads every stage before the model's own
+        training that is not done yet (the CF teacher; A-LLMRec's alignment). Returns nothing."""
 
 
 class SequenceDatasetHooks:

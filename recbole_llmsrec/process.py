@@ -1,5 +1,5 @@
-"""Whether a process still runs: the test both the converter's and the checkpoints' clean-up of what a
-killed process left behind rely on (standard library only)."""
+"""Whether a process still runs: the test both the converter's and the checkpoints' clean-up of what
+a killed process left behind rely on (standard library only)."""
 
 import os
 

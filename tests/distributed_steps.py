@@ -1,14 +1,14 @@
 """Two training steps of each model, in one process or in each of several (run under torchrun).
 
 ``python distributed_steps.py OUT LLM_PATH OPT_PATH`` (one process) writes the reference parameters;
-``torchrun --nproc_per_node=2 distributed_steps.py OUT ...`` writes DDP's (and FSDP's for HLLM). Rank r
-trains on micro-batch r of a fixed pair; the reference trains on the same pair: for SASRec, whose loss is
-a mean over rows, as one concatenated batch; for the plugin models, whose losses hold batch-level terms
-(uniformity, InfoNCE and token means, shared negatives), as two accumulated micro-batches, which is what
-data parallelism computes. Each micro-batch's negatives are seeded from its first user, so both sides
-draw the same ones. Dropout is 0 so that the forward is deterministic, and the optimizer is SGD, whose
-step is lr x gradient: Adam's first step is lr x sign(gradient), which turns float rounding in a
-gradient component that is zero up to 1e-10 into a difference of lr.
+``torchrun --nproc_per_node=2 distributed_steps.py OUT ...`` writes DDP's (and FSDP's for HLLM).
+Rank r trains on micro-batch r of a fixed pair; the reference trains on the same pair: for SASRec,
+whose loss is a mean over rows, as one concatenated batch; for the plugin models, whose losses hold
+batch-level terms (uniformity, InfoNCE and token means, shared negatives), as two accumulated
+micro-batches, which is what data parallelism computes. Each micro-batch's negatives are seeded from
+its first user, so both sides draw the same ones. Dropout is 0 so that the forward is deterministic,
+and the optimizer is SGD, whose step is lr x gradient: Adam's first step is lr x sign(gradient),
+which turns float rounding in a gradient component that is zero up to 1e-10 into a difference of lr.
 """
 
 import os
@@ -16,38 +16,83 @@ import sys
 
 import torch
 
-from recbole_llmsrec.distribution.wrapping import full_training_state
 from recbole_llmsrec import Config, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.distribution.wrapping import full_training_state
 from recbole_llmsrec.evaluation.loaders import data_preparation
 from recbole_llmsrec.registry import get_model
 
 MICRO_BATCH = 4
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
-TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "adam_betas": None, **NO_DROPOUT}  # sgd: no betas
+# sgd: no betas
+TEACHER = {
+    "hidden_size": 16,
+    "inner_size": 16,
+    "n_layers": 1,
+    "n_heads": 1,
+    "adam_betas": None,
+    **NO_DROPOUT,
+}
 
 
 def configs(llm_path, opt_path, minilm_path, out):
-    common = {"use_gpu": False, "seed": 2020, "show_progress": False, "state": "error",
-              "checkpoint_dir": os.path.join(out, "saved"), "user_inter_num_interval": "[0,30]",
-              "learning_rate": 0.5, "learner": "sgd", "adam_betas": None,
-              "train_neg_sample_args": None}
-    llm = {"llm_path": llm_path, "llm_dtype": "float32", "llm_gradient_checkpointing": False,
-           "cf_config": TEACHER, "MAX_ITEM_LIST_LENGTH": 10}
+    common = {
+        "use_gpu": False,
+        "seed": 2020,
+        "show_progress": False,
+        "state": "error",
+        "checkpoint_dir": os.path.join(out, "saved"),
+        "user_inter_num_interval": "[0,30]",
+        "learning_rate": 0.5,
+        "learner": "sgd",
+        "adam_betas": None,
+        "train_neg_sample_args": None,
+    }
+    llm = {
+        "llm_path": llm_path,
+        "llm_dtype": "float32",
+        "llm_gradient_checkpointing": False,
+        "cf_config": TEACHER,
+        "MAX_ITEM_LIST_LENGTH": 10,
+    }
     return {
         "SASRec": {**common, **TEACHER, "MAX_ITEM_LIST_LENGTH": 10, "loss_type": "CE"},
-        "LLMSRec": {**common, **llm, "projection_hidden_size": 16, "representation_size": 8,
-                    "train_negatives": 4},
+        "LLMSRec": {
+            **common,
+            **llm,
+            "projection_hidden_size": 16,
+            "representation_size": 8,
+            "train_negatives": 4,
+        },
         "ALLMRec": {**common, **llm, "llm_path": opt_path, "text_encoder_path": minilm_path},
-        "HLLM-frozen": {**common, "item_llm_path": llm_path, "user_llm_path": llm_path,
-                        "freeze_item_llm": True, "max_text_length": 16, "num_negatives": 8,
-                        "MAX_ITEM_LIST_LENGTH": 5, "item_llm_dtype": "float32", "user_llm_dtype": "float32",
-                        "item_llm_gradient_checkpointing": False, "user_llm_gradient_checkpointing": False},
-        "HLLM": {**common, "item_llm_path": llm_path, "user_llm_path": llm_path, "max_text_length": 16,
-                 "num_negatives": 8, "MAX_ITEM_LIST_LENGTH": 5, "item_llm_dtype": "float32",
-                 "user_llm_dtype": "float32", "item_llm_gradient_checkpointing": False,
-                 "user_llm_gradient_checkpointing": False, "item_encode_tokens": 64,
-                 "nce_threshold": 1.1},  # random tiny LLMs: every cosine is near 1, none may be masked
+        "HLLM-frozen": {
+            **common,
+            "item_llm_path": llm_path,
+            "user_llm_path": llm_path,
+            "freeze_item_llm": True,
+            "max_text_length": 16,
+            "num_negatives": 8,
+            "MAX_ITEM_LIST_LENGTH": 5,
+            "item_llm_dtype": "float32",
+            "user_llm_dtype": "float32",
+            "item_llm_gradient_checkpointing": False,
+            "user_llm_gradient_checkpointing": False,
+        },
+        # random tiny LLMs: every cosine is near 1, none may be masked
+        "HLLM": {
+            **common,
+            "item_llm_path": llm_path,
+            "user_llm_path": llm_path,
+            "max_text_length": 16,
+            "num_negatives": 8,
+            "MAX_ITEM_LIST_LENGTH": 5,
+            "item_llm_dtype": "float32",
+            "user_llm_dtype": "float32",
+            "item_llm_gradient_checkpointing": False,
+            "user_llm_gradient_checkpointing": False,
+            "item_encode_tokens": 64,
+            "nce_threshold": 1.1,
+        },
     }
 
 
@@ -59,7 +104,9 @@ def train_two_steps(model_name, config_dict, world, rank):
     train_data, _, _ = data_preparation(config, create_dataset(config))
     model = get_model(model_name)(config, train_data._dataset)
     if model_name == "HLLM" and not config["freeze_item_llm"]:
-        model.max_logit_scale = 1.0  # below the initial 2.66: every step ends clamping the temperature
+        model.max_logit_scale = (
+            1.0  # below the initial 2.66: every step ends clamping the temperature
+        )
     if model_name == "ALLMRec":  # stage 2 with the (random) stage-1 encoder frozen
         model.stage_done.fill_(True)
         model._freeze_finished_stages()
@@ -87,8 +134,11 @@ def train_two_steps(model_name, config_dict, world, rank):
     result = {"before": before, "after": {name: state[name] for name in trained if name in state}}
     ddp = getattr(trainer, "ddp_model", None)
     if ddp is not None:  # the parameters DDP broadcasts and synchronises
-        result["synchronised"] = sorted(n.removeprefix("model.") for n, _ in ddp.module.named_parameters()
-                                        if n not in ddp.parameters_to_ignore)
+        result["synchronised"] = sorted(
+            n.removeprefix("model.")
+            for n, _ in ddp.module.named_parameters()
+            if n not in ddp.parameters_to_ignore
+        )
     if world > 1 and hasattr(model, "items_encoded"):  # Item LLM forwards of each rank
         result["items_encoded"] = [None] * world
         torch.distributed.all_gather_object(result["items_encoded"], model.items_encoded)
@@ -101,8 +151,9 @@ def main(out, llm_path, opt_path, minilm_path):
     for name, config_dict in configs(llm_path, opt_path, minilm_path, out).items():
         results[name] = train_two_steps(name.split("-")[0], config_dict, world, rank)
         if world > 1 and name == "HLLM":
-            results["HLLM-fsdp"] = train_two_steps(name, {**config_dict, "distributed_strategy": "fsdp"},
-                                            world, rank)
+            results["HLLM-fsdp"] = train_two_steps(
+                name, {**config_dict, "distributed_strategy": "fsdp"}, world, rank
+            )
     if rank == 0:
         torch.save(results, os.path.join(out, f"steps-{world}.pt"))
 

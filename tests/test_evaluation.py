@@ -12,14 +12,20 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import InputType, init_seed
 
 from recbole_llmsrec import Config, get_model, get_trainer
-from recbole_llmsrec.registry import MODELS
 from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.evaluation.loaders import data_preparation
 from recbole_llmsrec.quick_start import main
+from recbole_llmsrec.registry import MODELS
 from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
-PROTOCOL_KEYS = {"eval_args", "metrics", "topk", "valid_metric", "eval_mask_history",
-                 "eval_neg_exclude_history"}
+PROTOCOL_KEYS = {
+    "eval_args",
+    "metrics",
+    "topk",
+    "valid_metric",
+    "eval_mask_history",
+    "eval_neg_exclude_history",
+}
 PROFILES = pathlib.Path(__file__).resolve().parent.parent / "properties"
 
 
@@ -40,8 +46,11 @@ def all_items_by_user(dataset):
     """Every item of every user in the whole (built) dataset: row targets and item lists."""
     feat = dataset.inter_feat
     items = {}
-    for user, target, item_list in zip(feat[dataset.uid_field].tolist(), feat[dataset.iid_field].tolist(),
-                                       feat[dataset.item_id_list_field].tolist()):
+    for user, target, item_list in zip(
+        feat[dataset.uid_field].tolist(),
+        feat[dataset.iid_field].tolist(),
+        feat[dataset.item_id_list_field].tolist(),
+    ):
         items.setdefault(user, set()).update([target, *item_list])
     for seen in items.values():
         seen.discard(0)
@@ -56,6 +65,7 @@ def evaluate(trainer, config, data):
 @pytest.fixture
 def trained_sasrec(small_sasrec_config):
     """SASRec trained for 2 epochs, and a function that rebuilds the split with other settings."""
+
     def build(**settings):
         return prepare("SASRec", dict(small_sasrec_config, **settings))
 
@@ -68,8 +78,9 @@ def test_masked_full_sort_never_ranks_a_history_item_and_recall_does_not_drop(tr
     model, build = trained_sasrec
     results, history_in_top10 = {}, {}
     for mask in (False, True):
-        config, dataset, _, _, _, test_data = build(eval_mask_history=mask, topk=[10],
-                                                     metrics=["Recall"])
+        config, dataset, _, _, _, test_data = build(
+            eval_mask_history=mask, topk=[10], metrics=["Recall"]
+        )
         seen = all_items_by_user(dataset)
         trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, model)
         results[mask] = trainer.evaluate(test_data, load_best_model=False)["recall@10"]
@@ -78,50 +89,66 @@ def test_masked_full_sort_never_ranks_a_history_item_and_recall_does_not_drop(tr
             for batch in test_data:
                 interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)
                 top = scores.topk(10, dim=1).indices.tolist()
-                for user, target, items in zip(interaction["user_id"].tolist(),
-                                               interaction["item_id"].tolist(), top):
+                for user, target, items in zip(
+                    interaction["user_id"].tolist(), interaction["item_id"].tolist(), top
+                ):
                     found += len(set(items) & (seen[user] - {target}))
         history_in_top10[mask] = found
-    assert history_in_top10[False] > 0     # RecBole's sequential full sort leaves the history in
+    assert history_in_top10[False] > 0  # RecBole's sequential full sort leaves the history in
     assert history_in_top10[True] == 0
     assert results[True] >= results[False]
 
 
 def test_masked_history_is_the_whole_history_and_the_validation_item_at_test_time(trained_sasrec):
     _, build = trained_sasrec
-    config, dataset, _, _, valid_data, test_data = build(eval_mask_history=True,
-                                                         MAX_ITEM_LIST_LENGTH=3)
+    config, dataset, _, _, valid_data, test_data = build(
+        eval_mask_history=True, MAX_ITEM_LIST_LENGTH=3
+    )
     seen = all_items_by_user(dataset)
-    targets = {phase: dict(zip(loader._dataset.inter_feat["user_id"].tolist(),
-                               loader._dataset.inter_feat["item_id"].tolist()))
-               for phase, loader in (("valid", valid_data), ("test", test_data))}
+    targets = {
+        phase: dict(
+            zip(
+                loader._dataset.inter_feat["user_id"].tolist(),
+                loader._dataset.inter_feat["item_id"].tolist(),
+            )
+        )
+        for phase, loader in (("valid", valid_data), ("test", test_data))
+    }
     for phase, loader in (("valid", valid_data), ("test", test_data)):
         interaction, (rows, items), _, _ = loader.collate_fn(np.arange(20))
         for row, user in enumerate(interaction["user_id"].tolist()):
             masked = set(items[rows == row].tolist())
-            later = {targets["test"][user]} | ({targets["valid"][user]} if phase == "valid" else set())
-            assert masked == seen[user] - later      # ml-100k has no repeats: all earlier items
-            assert len(masked) > 3                   # more than the 3 items the sequence shows
+            later = {targets["test"][user]} | (
+                {targets["valid"][user]} if phase == "valid" else set()
+            )
+            assert masked == seen[user] - later  # ml-100k has no repeats: all earlier items
+            assert len(masked) > 3  # more than the 3 items the sequence shows
             assert (targets["valid"][user] in masked) == (phase == "test")
 
 
-def test_history_excluding_negatives_are_distinct_seeded_and_outside_the_history(small_sasrec_config):
+def test_history_excluding_negatives_are_distinct_seeded_and_outside_the_history(
+    small_sasrec_config,
+):
     settings = dict(small_sasrec_config, eval_args=split_mode("uni99"))
     *_, default_test = prepare("SASRec", settings)
     config, dataset, _, _, valid_data, test_data = prepare(
-        "SASRec", dict(settings, eval_neg_exclude_history=True))
+        "SASRec", dict(settings, eval_neg_exclude_history=True)
+    )
     seen = all_items_by_user(dataset)
 
     def negatives(loader):
         by_user = {}
         for interaction, *_ in loader:
-            for user, item, label in zip(interaction["user_id"].tolist(), interaction["item_id"].tolist(),
-                                         interaction["label"].tolist()):
+            for user, item, label in zip(
+                interaction["user_id"].tolist(),
+                interaction["item_id"].tolist(),
+                interaction["label"].tolist(),
+            ):
                 if label == 0:
                     by_user.setdefault(user, []).append(item)
         return by_user
 
-    default = negatives(default_test)   # RecBole's sampler: the history is fair game
+    default = negatives(default_test)  # RecBole's sampler: the history is fair game
     assert any(set(items) & seen[user] for user, items in default.items())
     for loader in (valid_data, test_data):
         drawn = negatives(loader)
@@ -129,7 +156,7 @@ def test_history_excluding_negatives_are_distinct_seeded_and_outside_the_history
         for user, items in drawn.items():
             assert len(items) == 99 and len(set(items)) == 99
             assert not set(items) & seen[user]
-    np.random.seed(123)                 # the global RNG plays no part: the same candidates again
+    np.random.seed(123)  # the global RNG plays no part: the same candidates again
     assert negatives(test_data) == negatives(test_data)
     assert negatives(valid_data) != negatives(test_data)
 
@@ -137,15 +164,23 @@ def test_history_excluding_negatives_are_distinct_seeded_and_outside_the_history
 @pytest.mark.parametrize("exclude", [False, True])
 def test_more_negatives_than_a_user_can_have_is_refused(small_sasrec_config, exclude):
     with pytest.raises(ValueError, match=r"uni5000.*5000 negatives per user.*mode: full"):
-        prepare("SASRec", dict(small_sasrec_config, eval_args=split_mode("uni5000"),
-                               eval_neg_exclude_history=exclude))
+        prepare(
+            "SASRec",
+            dict(
+                small_sasrec_config,
+                eval_args=split_mode("uni5000"),
+                eval_neg_exclude_history=exclude,
+            ),
+        )
 
 
 @pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
-def test_per_user_sampled_scores_equal_recbole_per_row_metrics(small_sasrec_config, model_name,
-                                                               monkeypatch):
+def test_per_user_sampled_scores_equal_recbole_per_row_metrics(
+    small_sasrec_config, model_name, monkeypatch
+):
     config, _, model, train_data, _, test_data = prepare(
-        model_name, dict(small_sasrec_config, eval_args=split_mode("uni100"), embedding_size=16))
+        model_name, dict(small_sasrec_config, eval_args=split_mode("uni100"), embedding_size=16)
+    )
     plugin = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
     plugin.fit(train_data, saved=False)
     per_row = evaluate(RecBoleTrainer(config, model), config, test_data)
@@ -153,36 +188,57 @@ def test_per_user_sampled_scores_equal_recbole_per_row_metrics(small_sasrec_conf
     calls = []
     monkeypatch.setattr(model, "predict", lambda interaction: calls.append("predict"))
     full_sort = model.full_sort_predict
-    monkeypatch.setattr(model, "full_sort_predict",
-                        lambda interaction: calls.append(len(interaction)) or full_sort(interaction))
+    monkeypatch.setattr(
+        model,
+        "full_sort_predict",
+        lambda interaction: calls.append(len(interaction)) or full_sort(interaction),
+    )
     per_user = evaluate(plugin, config, test_data)
     assert per_user == per_row
     assert "predict" not in calls and sum(calls) == len(test_data._dataset)  # one row per user
 
 
-@pytest.mark.parametrize("model_name, split", [("SASRec", {"RS": [0.8, 0.1, 0.1]}),
-                                               ("CORE", {"LS": "valid_and_test"})])
-def test_per_user_path_keeps_recbole_metrics_where_it_cannot_apply(small_sasrec_config, model_name,
-                                                                   split):
+@pytest.mark.parametrize(
+    "model_name, split", [("SASRec", {"RS": [0.8, 0.1, 0.1]}), ("CORE", {"LS": "valid_and_test"})]
+)
+def test_per_user_path_keeps_recbole_metrics_where_it_cannot_apply(
+    small_sasrec_config, model_name, split
+):
     # RS split: a sequential user has several test rows, each its own prefix; RecBole's CORE.predict
     # skips the normalisation its full_sort_predict applies. Both keep RecBole's per-row scoring.
-    config, _, model, _, _, test_data = prepare(model_name, dict(
-        small_sasrec_config, embedding_size=16,
-        eval_args={"split": split, "order": "TO", "mode": "uni100"}))
+    config, _, model, _, _, test_data = prepare(
+        model_name,
+        dict(
+            small_sasrec_config,
+            embedding_size=16,
+            eval_args={"split": split, "order": "TO", "mode": "uni100"},
+        ),
+    )
     plugin = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
-    assert evaluate(plugin, config, test_data) == evaluate(RecBoleTrainer(config, model), config,
-                                                           test_data)
+    assert evaluate(plugin, config, test_data) == evaluate(
+        RecBoleTrainer(config, model), config, test_data
+    )
 
 
 def test_labeled_value_evaluation_of_a_context_model_keeps_recbole_path(tmp_path):
     # RecBole's labeled mode (AUC/LogLoss, context-aware models) hands the trainer no row index
     from recbole_llmsrec import run_recbole
 
-    result = run_recbole("FM", "ml-100k", config_dict={
-        "use_gpu": False, "epochs": 1, "show_progress": False, "checkpoint_dir": str(tmp_path),
-        "threshold": {"rating": 4}, "user_inter_num_interval": "[0,40]", "metrics": ["AUC"],
-        "valid_metric": "AUC", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO",
-                                             "mode": "labeled"}})
+    result = run_recbole(
+        "FM",
+        "ml-100k",
+        config_dict={
+            "use_gpu": False,
+            "epochs": 1,
+            "show_progress": False,
+            "checkpoint_dir": str(tmp_path),
+            "threshold": {"rating": 4},
+            "user_inter_num_interval": "[0,40]",
+            "metrics": ["AUC"],
+            "valid_metric": "AUC",
+            "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "labeled"},
+        },
+    )
     assert 0 < result["test_result"]["auc"] < 1
 
 
@@ -193,29 +249,50 @@ def tiny_llama(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_opt(tmp_path_factory):
-    return build_tiny_llm(str(tmp_path_factory.mktemp("llm") / "tiny-opt"), hidden_size=32,
-                          architecture="opt")
+    return build_tiny_llm(
+        str(tmp_path_factory.mktemp("llm") / "tiny-opt"), hidden_size=32, architecture="opt"
+    )
 
 
-TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 1,
-           "train_batch_size": 512}
+TEACHER = {
+    "hidden_size": 16,
+    "inner_size": 16,
+    "n_layers": 1,
+    "n_heads": 1,
+    "epochs": 1,
+    "train_batch_size": 512,
+}
 
 
 @pytest.mark.parametrize("model_name", ["LLMSRec", "HLLM", "ALLMRec"])
-def test_plugin_models_sampled_metrics_equal_recbole_per_row_metrics(model_name, tiny_llama, tiny_opt,
-                                                                     minilm_path, tmp_path):
-    settings = {"use_gpu": False, "seed": 2020, "show_progress": False,
-                "checkpoint_dir": str(tmp_path / "saved"), "user_inter_num_interval": "[0,22]",
-                "MAX_ITEM_LIST_LENGTH": 10, "eval_args": split_mode("uni9"),
-                "eval_neg_exclude_history": True, "metrics": ["Hit", "NDCG"], "topk": [1, 5],
-                "valid_metric": "Hit@1", "cf_config": TEACHER, "llm_dtype": "float32",
-                "llm_path": tiny_opt if model_name == "ALLMRec" else tiny_llama,
-                "item_llm_path": tiny_llama, "user_llm_path": tiny_llama, "max_text_length": 16,
-                "projection_hidden_size": 32, "representation_size": 16,
-                "text_encoder_path": minilm_path}
+def test_plugin_models_sampled_metrics_equal_recbole_per_row_metrics(
+    model_name, tiny_llama, tiny_opt, minilm_path, tmp_path
+):
+    settings = {
+        "use_gpu": False,
+        "seed": 2020,
+        "show_progress": False,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "user_inter_num_interval": "[0,22]",
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "eval_args": split_mode("uni9"),
+        "eval_neg_exclude_history": True,
+        "metrics": ["Hit", "NDCG"],
+        "topk": [1, 5],
+        "valid_metric": "Hit@1",
+        "cf_config": TEACHER,
+        "llm_dtype": "float32",
+        "llm_path": tiny_opt if model_name == "ALLMRec" else tiny_llama,
+        "item_llm_path": tiny_llama,
+        "user_llm_path": tiny_llama,
+        "max_text_length": 16,
+        "projection_hidden_size": 32,
+        "representation_size": 16,
+        "text_encoder_path": minilm_path,
+    }
     config, _, model, train_data, _, test_data = prepare(model_name, settings)
     if model_name == "ALLMRec":
-        model.stage_done.fill_(True)   # rank with untrained stages: the scoring path is what counts
+        model.stage_done.fill_(True)  # rank with untrained stages: the scoring path is what counts
     elif model_name == "LLMSRec":
         model.cf_teacher_ready.fill_(True)
     plugin = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
@@ -235,20 +312,24 @@ def test_model_yamls_leave_the_protocol_to_the_profiles():
 
 
 @pytest.mark.parametrize("profile", ["llmsrec", "allmrec", "hllm"])
-def test_each_paper_profile_runs_sasrec_and_reports_its_metrics(profile, small_sasrec_config,
-                                                                monkeypatch, caplog):
+def test_each_paper_profile_runs_sasrec_and_reports_its_metrics(
+    profile, small_sasrec_config, monkeypatch, caplog
+):
     from recbole_llmsrec.quick_start import run_recbole
 
     results = {}
-    monkeypatch.setattr("recbole_llmsrec.quick_start.run_recbole",
-                        lambda **kwargs: results.update(run_recbole(**kwargs)))
+    monkeypatch.setattr(
+        "recbole_llmsrec.quick_start.run_recbole",
+        lambda **kwargs: results.update(run_recbole(**kwargs)),
+    )
     overrides = [f"--{k}={v}" for k, v in dict(small_sasrec_config, epochs=1).items()]
     path = PROFILES / "protocol" / f"{profile}.yaml"
     with caplog.at_level("INFO"):
         main(["-m", "SASRec", "-d", "ml-100k", f"--config_files={path}", *overrides])
     spec = yaml.safe_load(path.read_text())
-    assert set(results["test_result"]) == {f"{m.lower()}@{k}" for m in spec["metrics"]
-                                           for k in spec["topk"]}
+    assert set(results["test_result"]) == {
+        f"{m.lower()}@{k}" for m in spec["metrics"] for k in spec["topk"]
+    }
     mode = spec["eval_args"]["mode"]
     assert f"'mode': {{'valid': '{mode}', 'test': '{mode}'}}" in caplog.text
 
@@ -256,33 +337,56 @@ def test_each_paper_profile_runs_sasrec_and_reports_its_metrics(profile, small_s
 def test_teacher_config_overriding_eval_args_is_processed_as_recbole_does(tmp_path):
     from recbole.data.dataloader import FullSortEvalDataLoader
 
-    from recbole_llmsrec.cf_teacher.stage0 import teacher_config
+    from recbole_llmsrec.models.cf_teacher.stage0 import teacher_config
 
-    config = Config(model="LLMSRec", dataset="ml-100k", config_file_list=[
-        str(PROFILES / "protocol" / "llmsrec.yaml")], config_dict={
-        "cf_config": {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
-                      "topk": 10, "valid_metric": "NDCG@10", "metrics": ["NDCG"]},
-        "checkpoint_dir": str(tmp_path), "user_inter_num_interval": "[0,30]"})
+    config = Config(
+        model="LLMSRec",
+        dataset="ml-100k",
+        config_file_list=[str(PROFILES / "protocol" / "llmsrec.yaml")],
+        config_dict={
+            "cf_config": {
+                "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+                "topk": 10,
+                "valid_metric": "NDCG@10",
+                "metrics": ["NDCG"],
+            },
+            "checkpoint_dir": str(tmp_path),
+            "user_inter_num_interval": "[0,30]",
+        },
+    )
     teacher = teacher_config(config)
-    assert teacher["model"] == "SASRec" and teacher["hidden_size"] == 64       # cf_config defaults
+    assert teacher["model"] == "SASRec" and teacher["hidden_size"] == 64  # cf_config defaults
     assert teacher["eval_args"]["group_by"] == "user"
     assert teacher["eval_args"]["mode"] == {"valid": "full", "test": "full"}
     assert teacher["topk"] == [10] and teacher["valid_neg_sample_args"]["sample_num"] == "none"
-    assert teacher["eval_neg_exclude_history"] is True                          # the run's protocol
+    assert teacher["eval_neg_exclude_history"] is True  # the run's protocol
     _, valid_data, _ = data_preparation(teacher, create_dataset(teacher))
     assert isinstance(valid_data, FullSortEvalDataLoader)
-    assert config["eval_args"]["mode"] == {"valid": "uni99", "test": "uni99"}  # the run is untouched
+    # the run is untouched
+    assert config["eval_args"]["mode"] == {
+        "valid": "uni99",
+        "test": "uni99",
+    }
 
 
 def test_teacher_config_keeps_the_runs_data_and_split(tmp_path):
-    from recbole_llmsrec.cf_teacher.stage0 import teacher_config
+    from recbole_llmsrec.models.cf_teacher.stage0 import teacher_config
 
     def teacher(cf_config):
-        return teacher_config(Config(model="LLMSRec", dataset="ml-100k", config_file_list=[
-            str(PROFILES / "protocol" / "llmsrec.yaml")], config_dict={
-            "cf_config": cf_config, "checkpoint_dir": str(tmp_path), "MAX_ITEM_LIST_LENGTH": 10}))
+        return teacher_config(
+            Config(
+                model="LLMSRec",
+                dataset="ml-100k",
+                config_file_list=[str(PROFILES / "protocol" / "llmsrec.yaml")],
+                config_dict={
+                    "cf_config": cf_config,
+                    "checkpoint_dir": str(tmp_path),
+                    "MAX_ITEM_LIST_LENGTH": 10,
+                },
+            )
+        )
 
-    partial = teacher({"eval_args": {"mode": "full"}})      # RecBole would replace the whole dict
+    partial = teacher({"eval_args": {"mode": "full"}})  # RecBole would replace the whole dict
     assert partial["eval_args"]["split"] == {"LS": "valid_and_test"}
     assert partial["eval_args"]["order"] == "TO"
     assert partial["eval_args"]["mode"] == {"valid": "full", "test": "full"}
@@ -294,14 +398,17 @@ def test_teacher_config_keeps_the_runs_data_and_split(tmp_path):
 
 def test_item_groups_split_test_rows_by_training_popularity(trained_sasrec):
     model, build = trained_sasrec
-    config, _, _, train_data, _, test_data = build(eval_item_groups=[20, 60], metrics=["Recall", "NDCG"],
-                                                   topk=[10])
+    config, _, _, train_data, _, test_data = build(
+        eval_item_groups=[20, 60], metrics=["Recall", "NDCG"], topk=[10]
+    )
     result = evaluate(get_trainer(config["MODEL_TYPE"], "SASRec")(config, model), config, test_data)
-    # popularity recounted here: the users with the item among their training rows (targets and lists)
+    # popularity recounted here: the users with the item among their training rows (targets and
+    # lists)
     train, test = train_data._dataset.inter_feat, test_data._dataset.inter_feat
     users_of = {}
-    for user, target, items in zip(train["user_id"].tolist(), train["item_id"].tolist(),
-                                   train["item_id_list"].tolist()):
+    for user, target, items in zip(
+        train["user_id"].tolist(), train["item_id"].tolist(), train["item_id_list"].tolist()
+    ):
         for item in (target, *items):
             users_of.setdefault(item, set()).add(user)
     popularity = [len(users_of.get(item, ())) for item in test["item_id"].tolist()]
@@ -309,14 +416,16 @@ def test_item_groups_split_test_rows_by_training_popularity(trained_sasrec):
     for name, (low, high) in groups.items():
         assert result[f"rows {name}"] == sum(low <= p < high for p in popularity) > 0
     assert sum(result[f"rows {name}"] for name in groups) == len(test)
-    weighted = sum(result[f"rows {name}"] * result[f"recall@10 {name}"] for name in groups) / len(test)
-    assert weighted == pytest.approx(result["recall@10"], abs=2e-4)   # RecBole rounds to 4 decimals
+    weighted = sum(result[f"rows {name}"] * result[f"recall@10 {name}"] for name in groups) / len(
+        test
+    )
+    assert weighted == pytest.approx(result["recall@10"], abs=2e-4)  # RecBole rounds to 4 decimals
     assert type(result["recall@10"]) is float and type(result["ndcg@10 items[0,20)"]) is float
 
 
 class OrderBlind(SequentialRecommender):
-    """Scores items against the SUM of the history's embeddings: blind to the history's order (float64,
-    so that summing in another order changes no score)."""
+    """Scores items against the SUM of the history's embeddings: blind to the history's order
+    (float64, so that summing in another order changes no score)."""
 
     input_type = InputType.POINTWISE
 
@@ -335,25 +444,38 @@ class OrderBlind(SequentialRecommender):
         return (user * self.embedding(interaction[self.ITEM_ID])).sum(-1).float()
 
 
-def test_shuffled_history_changes_sasrec_but_not_an_order_blind_scorer(trained_sasrec, small_sasrec_config):
+def test_shuffled_history_changes_sasrec_but_not_an_order_blind_scorer(
+    trained_sasrec, small_sasrec_config
+):
     model, build = trained_sasrec
     results, batches = {}, {}
     for shuffle in (False, True):
         config, _, _, _, _, test_data = build(eval_shuffle_history=shuffle)
         batches[shuffle] = next(iter(test_data))[0]
-        results[shuffle] = evaluate(get_trainer(config["MODEL_TYPE"], "SASRec")(config, model), config,
-                                    test_data)
+        results[shuffle] = evaluate(
+            get_trainer(config["MODEL_TYPE"], "SASRec")(config, model), config, test_data
+        )
     plain, shuffled = batches[False]["item_id_list"], batches[True]["item_id_list"]
-    assert torch.equal(plain.sort(1).values, shuffled.sort(1).values) and not torch.equal(plain, shuffled)
+    assert torch.equal(plain.sort(1).values, shuffled.sort(1).values) and not torch.equal(
+        plain, shuffled
+    )
     assert results[True] != results[False]
 
     blind = {}
     for shuffle in (False, True):
-        config = Config(model=OrderBlind, dataset="ml-100k", config_dict=dict(
-            small_sasrec_config, eval_shuffle_history=shuffle,
-            eval_args=split_mode({"valid": "uni99", "test": "full"})))
+        config = Config(
+            model=OrderBlind,
+            dataset="ml-100k",
+            config_dict=dict(
+                small_sasrec_config,
+                eval_shuffle_history=shuffle,
+                eval_args=split_mode({"valid": "uni99", "test": "full"}),
+            ),
+        )
         init_seed(config["seed"], config["reproducibility"])
         train_data, _, test_data = data_preparation(config, create_dataset(config))
-        trainer = get_trainer(config["MODEL_TYPE"], "OrderBlind")(config, OrderBlind(config, train_data._dataset))
+        trainer = get_trainer(config["MODEL_TYPE"], "OrderBlind")(
+            config, OrderBlind(config, train_data._dataset)
+        )
         blind[shuffle] = evaluate(trainer, config, test_data)
     assert blind[True] == blind[False]

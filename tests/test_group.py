@@ -1,4 +1,5 @@
-"""Group runs a reviewer accepts: same data checked before training, seeds, mean ± std, paired p-values."""
+"""Group runs a reviewer accepts: same data checked before training, seeds, mean ± std, paired
+p-values."""
 
 import re
 
@@ -8,9 +9,13 @@ import yaml
 
 from recbole_llmsrec.group import group_main, paired_p_values, parse_model_list
 
-SAMPLED = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni49"},
-           "eval_neg_exclude_history": True, "metrics": ["Hit", "NDCG"], "topk": [10],
-           "valid_metric": "Hit@10"}
+SAMPLED = {
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni49"},
+    "eval_neg_exclude_history": True,
+    "metrics": ["Hit", "NDCG"],
+    "topk": [10],
+    "valid_metric": "Hit@10",
+}
 
 
 @pytest.fixture
@@ -21,15 +26,27 @@ def run_yaml(small_sasrec_config, tmp_path):
 
 
 def test_two_seeds_give_mean_std_and_a_p_value_against_the_baseline(run_yaml, tmp_path, capsys):
-    group_main(["--model_list=SASRec, GRU4Rec", "-d", "ml-100k", f"--config_files={run_yaml}",
-                "--seeds=1,2", f"--test_latex={tmp_path / 'test.tex'}",
-                f"--valid_latex={tmp_path / 'valid.tex'}", f"--plot={tmp_path / 'table.png'}"])
+    group_main(
+        [
+            "--model_list=SASRec, GRU4Rec",
+            "-d",
+            "ml-100k",
+            f"--config_files={run_yaml}",
+            "--seeds=1,2",
+            f"--test_latex={tmp_path / 'test.tex'}",
+            f"--valid_latex={tmp_path / 'valid.tex'}",
+            f"--plot={tmp_path / 'table.png'}",
+        ]
+    )
     printed = capsys.readouterr().out
-    assert "mean ± std over 2 seed(s); p: paired t-test over test users, two-sided against SASRec" in printed
+    assert (
+        "mean ± std over 2 seed(s); p: paired t-test over test users, two-sided against SASRec"
+        in printed
+    )
     sasrec = re.search(r"\| SASRec \| \**([0-9.]+) ± ([0-9.]+)\**", printed)
     gru = re.search(r"\| GRU4Rec \| \**[0-9.]+ ± ([0-9.]+) \(p=([0-9.e-]+)\)", printed)
     assert sasrec and gru, printed
-    assert float(sasrec.group(2)) > 0 and float(gru.group(1)) > 0   # two seeds differ
+    assert float(sasrec.group(2)) > 0 and float(gru.group(1)) > 0  # two seeds differ
     assert 0 <= float(gru.group(2)) <= 1
     tex = (tmp_path / "test.tex").read_text()
     assert r"$\pm$" in tex and "$p$=" in tex and "paired t-test over test users" in tex
@@ -40,15 +57,31 @@ def test_a_model_on_other_data_is_refused_before_anything_trains(run_yaml, tmp_p
     other = tmp_path / "shorter.yaml"
     other.write_text("MAX_ITEM_LIST_LENGTH: 5\n")
     monkeypatch.setattr("recbole_llmsrec.group.run_recbole", lambda *a, **k: pytest.fail("trained"))
-    with pytest.raises(ValueError, match=r"GRU4Rec would be evaluated on other data than SASRec .*"
-                                         r"first difference in valid rows, row 0"):
-        group_main(["--model_list=SASRec,GRU4Rec", "-d", "ml-100k", f"--config_files={run_yaml}",
-                    f"--model_config=GRU4Rec:{other}", "--traceback"])
+    with pytest.raises(
+        ValueError,
+        match=r"GRU4Rec would be evaluated on other data than SASRec .*"
+        r"first difference in valid rows, row 0",
+    ):
+        group_main(
+            [
+                "--model_list=SASRec,GRU4Rec",
+                "-d",
+                "ml-100k",
+                f"--config_files={run_yaml}",
+                f"--model_config=GRU4Rec:{other}",
+                "--traceback",
+            ]
+        )
 
 
-@pytest.mark.parametrize("text, problem", [("SASRec,SASRec", "more than once"),
-                                           ("SASRec,,GRU4Rec", "empty name"),
-                                           ("SASRec,NoSuchModel", "neither a recbole-llmsrec model")])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("SASRec,SASRec", "more than once"),
+        ("SASRec,,GRU4Rec", "empty name"),
+        ("SASRec,NoSuchModel", "neither a recbole-llmsrec model"),
+    ],
+)
 def test_the_model_list_is_checked_before_training(text, problem):
     with pytest.raises(ValueError, match=problem):
         parse_model_list(text)
@@ -56,16 +89,26 @@ def test_the_model_list_is_checked_before_training(text, problem):
 
 
 def per_user(users, **values):
-    return {"test_per_user": {"users": users, **{k: np.asarray(v, dtype=float) for k, v in values.items()}}}
+    return {
+        "test_per_user": {
+            "users": users,
+            **{k: np.asarray(v, dtype=float) for k, v in values.items()},
+        }
+    }
 
 
 def test_the_paired_test_pairs_rows_by_user_and_averages_the_seeds():
     from scipy.stats import ttest_rel
 
-    base = [per_user(["a", "b", "c", "d"], **{"hit@10": [1, 0, 1, 0]}),
-            per_user(["b", "a", "d", "c"], **{"hit@10": [1, 1, 0, 0]})]     # another row order
-    model = [per_user(["a", "b", "c", "d"], **{"hit@10": [1, 1, 1, 1]}),
-             per_user(["a", "b", "c", "d"], **{"hit@10": [1, 1, 1, 0]})]
+    # another row order
+    base = [
+        per_user(["a", "b", "c", "d"], **{"hit@10": [1, 0, 1, 0]}),
+        per_user(["b", "a", "d", "c"], **{"hit@10": [1, 1, 0, 0]}),
+    ]
+    model = [
+        per_user(["a", "b", "c", "d"], **{"hit@10": [1, 1, 1, 1]}),
+        per_user(["a", "b", "c", "d"], **{"hit@10": [1, 1, 1, 0]}),
+    ]
     expected = ttest_rel([1, 1, 1, 0.5], [1, 0.5, 0.5, 0]).pvalue
     assert paired_p_values(base, model)["hit@10"] == pytest.approx(expected)
     assert paired_p_values(base, base)["hit@10"] == 1.0

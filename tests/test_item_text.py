@@ -1,4 +1,5 @@
-"""Item text from .item atomic files: ml-100k out of the box, holes, bad config, token truncation."""
+"""Item text from .item atomic files: ml-100k out of the box, holes, bad config, token
+truncation."""
 
 import pytest
 from recbole.data import create_dataset, data_preparation
@@ -26,8 +27,9 @@ i5\t  Spaced    Out  \t2001\tSci-Fi\t1
 
 
 def make_config(toy_model, dataset, **overrides):
-    return Config(model=toy_model, dataset=dataset,
-                  config_dict={"train_neg_sample_args": None, **overrides})
+    return Config(
+        model=toy_model, dataset=dataset, config_dict={"train_neg_sample_args": None, **overrides}
+    )
 
 
 @pytest.fixture
@@ -36,10 +38,15 @@ def holey_dataset(tmp_path, toy_model):
     folder.mkdir(parents=True)
     (folder / "holey.inter").write_text(HOLEY_INTER)
     (folder / "holey.item").write_text(HOLEY_ITEM)
-    overrides = dict(data_path=str(tmp_path / "data"), normalize_all=False,
-                     load_col={"inter": ["user_id", "item_id", "rating", "timestamp"],
-                               "item": ["item_id", "title", "year", "genres", "price"]},
-                     item_text_fields=["title", "year", "genres", "price"])
+    overrides = dict(
+        data_path=str(tmp_path / "data"),
+        normalize_all=False,
+        load_col={
+            "inter": ["user_id", "item_id", "rating", "timestamp"],
+            "item": ["item_id", "title", "year", "genres", "price"],
+        },
+        item_text_fields=["title", "year", "genres", "price"],
+    )
     return lambda **more: _load(toy_model, "holey", {**overrides, **more})
 
 
@@ -64,8 +71,9 @@ def test_ml100k_item_text_works_out_of_the_box(toy_model):
 
 
 def test_name_value_template(toy_model):
-    config = make_config(toy_model, "ml-100k", item_text_template="{name}: {value}",
-                         item_text_separator="; ")
+    config = make_config(
+        toy_model, "ml-100k", item_text_template="{name}: {value}", item_text_separator="; "
+    )
     dataset = create_dataset(config)
     text = build_item_texts(dataset, config)[dataset.token2id(dataset.iid_field, "1")]
     assert text == "movie_title: Toy Story; release_year: 1995; class: Animation Children's Comedy"
@@ -75,8 +83,8 @@ def test_missing_and_empty_fields_are_left_out_not_nan(holey_dataset):
     by_item, texts = holey_dataset()
     assert texts[0] == ""
     assert by_item["i1"] == "Toy Story, 1995, Animation Comedy, 9.5"
-    assert by_item["i2"] == "1996, Drama, 3.5"        # empty title skipped
-    assert by_item["i3"].startswith("Heat, ")          # no year, no genres (RecBole imputes the price)
+    assert by_item["i2"] == "1996, Drama, 3.5"  # empty title skipped
+    assert by_item["i3"].startswith("Heat, ")  # no year, no genres (RecBole imputes the price)
     assert by_item["i3"].count(",") == 1
     assert "nan" not in " ".join(texts).lower()
     assert by_item["i5"] == "Spaced Out, 2001, Sci-Fi, 1"
@@ -88,7 +96,9 @@ def test_item_without_any_value_gets_the_fallback(holey_dataset):
 
 
 def test_missing_value_placeholder(holey_dataset):
-    by_item, _ = holey_dataset(item_text_fields=["title", "genres"], item_text_missing_value="Empty")
+    by_item, _ = holey_dataset(
+        item_text_fields=["title", "genres"], item_text_missing_value="Empty"
+    )
     assert by_item["i2"] == "Empty, Drama"
     assert by_item["i4"] == "Empty, Empty"
 
@@ -114,7 +124,7 @@ def test_truncate_to_tokens_keeps_the_text_verbatim(minilm_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     texts = ["Toy Story, 1995, Animation Children's Comedy", "Heat"]
     short = truncate_to_tokens(texts, tokenizer, 4)
-    assert short[0] == "Toy Story, 1995"             # toy / story / , / 1995
+    assert short[0] == "Toy Story, 1995"  # toy / story / , / 1995
     assert short[1] == "Heat"
     assert all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) <= 4 for t in short)
     with pytest.raises(ValueError, match="max_tokens"):

@@ -1,4 +1,5 @@
-"""LLM-SRec: frozen parts stay frozen, prompts carry the SASRec soft tokens, losses match the spec."""
+"""LLM-SRec: frozen parts stay frozen, prompts carry the SASRec soft tokens, losses match the
+spec."""
 
 import pytest
 import torch
@@ -8,13 +9,30 @@ from recbole.utils import init_seed
 
 from recbole_llmsrec import Config, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.models.llmsrec.model import HISTORY_TOKEN, LLMSRec, distillation_loss, uniformity
+from recbole_llmsrec.models.llmsrec.model import (
+    HISTORY_TOKEN,
+    LLMSRec,
+    distillation_loss,
+    uniformity,
+)
 from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
-TEACHER = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1,
-           "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1, "hidden_act": "relu",
-           "layer_norm_eps": 1e-8, "initializer_range": 0.02, "loss_type": "CE",
-           "learning_rate": 0.001, "train_batch_size": 256, "epochs": 2, "stopping_step": 10}
+TEACHER = {
+    "hidden_size": 16,
+    "inner_size": 16,
+    "n_layers": 1,
+    "n_heads": 1,
+    "hidden_dropout_prob": 0.1,
+    "attn_dropout_prob": 0.1,
+    "hidden_act": "relu",
+    "layer_norm_eps": 1e-8,
+    "initializer_range": 0.02,
+    "loss_type": "CE",
+    "learning_rate": 0.001,
+    "train_batch_size": 256,
+    "epochs": 2,
+    "stopping_step": 10,
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +42,22 @@ def tiny_llm_path(tmp_path_factory):
 
 @pytest.fixture
 def llmsrec_config(tiny_llm_path, tmp_path):
-    return {"use_gpu": False, "seed": 2020, "show_progress": False,
-            "checkpoint_dir": str(tmp_path / "saved"), "llm_path": tiny_llm_path,
-            "llm_dtype": "float32", "llm_gradient_checkpointing": False,
-            "user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 20, "epochs": 2,
-            "cf_config": TEACHER,
-            "projection_hidden_size": 64, "representation_size": 16, "learning_rate": 0.001}
+    return {
+        "use_gpu": False,
+        "seed": 2020,
+        "show_progress": False,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "llm_path": tiny_llm_path,
+        "llm_dtype": "float32",
+        "llm_gradient_checkpointing": False,
+        "user_inter_num_interval": "[0,30]",
+        "MAX_ITEM_LIST_LENGTH": 20,
+        "epochs": 2,
+        "cf_config": TEACHER,
+        "projection_hidden_size": 64,
+        "representation_size": 16,
+        "learning_rate": 0.001,
+    }
 
 
 def prepare(config_dict):
@@ -54,18 +82,26 @@ def user_batch(item_lists, times=None, model=None):
 def test_training_changes_only_the_mlps_and_the_two_token_vectors(llmsrec_config):
     config, model, train_data, valid_data, _ = prepare(llmsrec_config)
     frozen_llm = {k: v.clone() for k, v in model.llm.state_dict().items()}
-    trained = {name: param.detach().clone() for name, param in model.named_parameters()
-               if param.requires_grad}
+    trained = {
+        name: param.detach().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
     assert set(n.split(".")[0] for n in trained) == {
-        "item_emb_proj", "pred_user", "pred_item", "pred_user_cf", "user_out_embedding",
-        "item_out_embedding"}
+        "item_emb_proj",
+        "pred_user",
+        "pred_item",
+        "pred_user_cf",
+        "user_out_embedding",
+        "item_out_embedding",
+    }
 
     trainer = get_trainer(config["MODEL_TYPE"], "LLMSRec")(config, model)
     trainer.fit(train_data, valid_data, saved=False)
 
     assert bool(model.cf_teacher_ready)  # no cf_checkpoint: the teacher was pre-trained first
     teacher_after_pretraining = {k: v.clone() for k, v in model.cf_model.state_dict().items()}
-    trainer.fit(train_data, valid_data, saved=False)   # a second fit: the teacher must not move
+    trainer.fit(train_data, valid_data, saved=False)  # a second fit: the teacher must not move
     for key, value in model.cf_model.state_dict().items():
         assert torch.equal(value, teacher_after_pretraining[key]), key
     for key, value in model.llm.state_dict().items():
@@ -80,8 +116,9 @@ def test_user_prompt_holds_projected_sasrec_embeddings_at_history_slots(llmsrec_
     model.eval()
     captured = {}
     model.llm.register_forward_pre_hook(
-        lambda module, args, kwargs: captured.update(kwargs), with_kwargs=True)
-    histories = [[5, 9, 2], list(range(1, 16))]     # 3 items, and 15 items of which 10 are shown
+        lambda module, args, kwargs: captured.update(kwargs), with_kwargs=True
+    )
+    histories = [[5, 9, 2], list(range(1, 16))]  # 3 items, and 15 items of which 10 are shown
     batch = user_batch(histories, model=model)
 
     prompts, shown = model._user_prompts(batch)
@@ -97,8 +134,9 @@ def test_user_prompt_holds_projected_sasrec_embeddings_at_history_slots(llmsrec_
     expected = model.item_emb_proj(model.cf_model.item_embedding(torch.tensor(shown)))
     torch.testing.assert_close(captured["inputs_embeds"][slots], expected)
     out_slots = ids == model.user_out_id
-    assert torch.equal(captured["inputs_embeds"][out_slots],
-                       model.user_out_embedding.detach().expand(2, -1))
+    assert torch.equal(
+        captured["inputs_embeds"][out_slots], model.user_out_embedding.detach().expand(2, -1)
+    )
 
 
 def test_user_vector_changes_when_history_order_changes(llmsrec_config):
@@ -116,36 +154,45 @@ def test_prefix_kv_cache_gives_the_plain_outputs(llmsrec_config):
     items = torch.tensor([1, 2, 3, 50])
     fed_lengths = []
     model.llm.register_forward_pre_hook(
-        lambda module, args, kwargs: fed_lengths.append(kwargs["inputs_embeds"].shape[1])
-        if kwargs.get("inputs_embeds") is not None else None, with_kwargs=True)
+        lambda module, args, kwargs: (
+            fed_lengths.append(kwargs["inputs_embeds"].shape[1])
+            if kwargs.get("inputs_embeds") is not None
+            else None
+        ),
+        with_kwargs=True,
+    )
     with torch.no_grad():
-        for kind, run in (("user", lambda c: model.user_representation(batch, c)),
-                          ("item", lambda c: model.item_representation(items, c))):
+        for kind, run in (
+            ("user", lambda c: model.user_representation(batch, c)),
+            ("item", lambda c: model.item_representation(items, c)),
+        ):
             prefix_length = len(model._prefix_ids(kind))
             assert prefix_length > 5
             fed_lengths.clear()
             cached, plain = run(True), run(False)
-            assert fed_lengths[0] == fed_lengths[1] - prefix_length   # the prefix was not re-run
+            assert fed_lengths[0] == fed_lengths[1] - prefix_length  # the prefix was not re-run
             torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_distillation_loss_matches_a_hand_computation():
     user_llm = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
     user_cf = torch.tensor([[0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
-    u = user_llm / user_llm.norm(dim=1, keepdim=True)   # [.6,.8], [1,0], [0,1]
+    u = user_llm / user_llm.norm(dim=1, keepdim=True)  # [.6,.8], [1,0], [0,1]
     t = user_cf / user_cf.norm(dim=1, keepdim=True)
     mse = ((u - t) ** 2).sum() / 6
+
     def unif(x):
         pairs = [(0, 1), (0, 2), (1, 2)]
         return sum(torch.exp(-2 * ((x[i] - x[j]) ** 2).sum()) for i, j in pairs) / 3
+
     expected = mse + 0.5 * (unif(u) + unif(t))
     torch.testing.assert_close(distillation_loss(user_llm, user_cf, 0.5), expected)
-    assert uniformity(torch.ones(1, 2)) == 0    # a batch of one user has no pairs
+    assert uniformity(torch.ones(1, 2)) == 0  # a batch of one user has no pairs
 
 
 def test_distillation_loss_decreases_in_training(llmsrec_config):
     config, model, train_data, *_ = prepare(llmsrec_config)
-    model.cf_teacher_ready.fill_(True)   # a random teacher is a fine target for this check
+    model.cf_teacher_ready.fill_(True)  # a random teacher is a fine target for this check
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     batch = next(iter(train_data))
     losses = []
@@ -169,7 +216,7 @@ def test_negatives_avoid_the_whole_training_history_and_are_seeded(llmsrec_confi
     history = model.history_matrix
     for user, target, row in zip(users.tolist(), batch[model.ITEM_ID].tolist(), negatives.tolist()):
         seen = set(history[user].indices.tolist())
-        assert target in seen and len(seen) > 6          # more than the 5 items the sequence shows
+        assert target in seen and len(seen) > 6  # more than the 5 items the sequence shows
         assert not seen & set(row) and len(set(row)) == 3
     _, again, *_ = prepare(dict(llmsrec_config, MAX_ITEM_LIST_LENGTH=5))
     assert torch.equal(again.sample_negatives(users), negatives)
@@ -182,7 +229,7 @@ def test_item_matrix_once_per_evaluation_and_predict_agrees_with_full_sort(llmsr
     trainer.evaluate(valid_data, load_best_model=False)
     assert model.item_matrix_computations == 1
     trainer.evaluate(test_data, load_best_model=False)
-    assert model.item_matrix_computations == 1    # no training in between: the matrix is reused
+    assert model.item_matrix_computations == 1  # no training in between: the matrix is reused
     model.train()
     model.eval()
     batch = user_batch([[5, 9, 2], [1, 4]], model=model)
@@ -207,7 +254,7 @@ def test_checkpoint_leaves_the_llm_out_and_reloads(llmsrec_config):
 
 
 def test_cf_checkpoint_is_loaded_instead_of_pretraining(llmsrec_config, tmp_path, caplog):
-    from recbole_llmsrec.cf_teacher.stage0 import pretrain_teacher
+    from recbole_llmsrec.models.cf_teacher.stage0 import pretrain_teacher
 
     config = Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config)
     path = pretrain_teacher(config)
@@ -218,13 +265,24 @@ def test_cf_checkpoint_is_loaded_instead_of_pretraining(llmsrec_config, tmp_path
     assert not model.cf_model.training and not model.cf_model.item_embedding.weight.requires_grad
 
 
-def test_the_log_shows_the_loaded_teachers_settings_not_the_ignored_cf_config(llmsrec_config, caplog):
-    from recbole_llmsrec.cf_teacher.stage0 import pretrain_teacher, show_loaded_teacher_settings
+def test_the_log_shows_the_loaded_teachers_settings_not_the_ignored_cf_config(
+    llmsrec_config, caplog
+):
+    from recbole_llmsrec.models.cf_teacher.stage0 import (
+        pretrain_teacher,
+        show_loaded_teacher_settings,
+    )
 
     path = pretrain_teacher(Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config))
-    assert torch.load(path, weights_only=True)["data"]["item_tokens"][0] == "[PAD]"   # its data's ids
-    config = Config(model="LLMSRec", dataset="ml-100k", config_dict=dict(
-        llmsrec_config, cf_checkpoint=path, cf_config={**TEACHER, "hidden_size": 48}))
+    # its data's ids
+    assert torch.load(path, weights_only=True)["data"]["item_tokens"][0] == "[PAD]"
+    config = Config(
+        model="LLMSRec",
+        dataset="ml-100k",
+        config_dict=dict(
+            llmsrec_config, cf_checkpoint=path, cf_config={**TEACHER, "hidden_size": 48}
+        ),
+    )
     with caplog.at_level("INFO"):
         show_loaded_teacher_settings(config)
     assert config["cf_config"]["hidden_size"] == TEACHER["hidden_size"] != 48
@@ -242,7 +300,7 @@ def test_cf_checkpoint_of_other_data_is_refused(llmsrec_config, small_sasrec_con
 def test_gradient_checkpointing_runs_the_frozen_llm_checkpointed_in_training(llmsrec_config):
     _, model, train_data, *_ = prepare(dict(llmsrec_config, llm_gradient_checkpointing=True))
     model.train()
-    assert model.llm.training          # HF checkpoints only modules in train mode
+    assert model.llm.training  # HF checkpoints only modules in train mode
     assert not model._can_use_prefix_cache()
     rec, distill = model.calculate_loss(next(iter(train_data)))
     (rec + distill).backward()
@@ -253,8 +311,9 @@ def test_gradient_checkpointing_runs_the_frozen_llm_checkpointed_in_training(llm
     assert not model.llm.training and not model.cf_model.training
 
 
-def test_frozen_llm_has_no_dropout_in_the_train_mode_checkpointing_needs(llmsrec_config, tiny_llm_path,
-                                                                        tmp_path):
+def test_frozen_llm_has_no_dropout_in_the_train_mode_checkpointing_needs(
+    llmsrec_config, tiny_llm_path, tmp_path
+):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     path = str(tmp_path / "llama-with-attention-dropout")
@@ -265,7 +324,7 @@ def test_frozen_llm_has_no_dropout_in_the_train_mode_checkpointing_needs(llmsrec
     _, model, *_ = prepare(dict(llmsrec_config, llm_path=path, llm_gradient_checkpointing=True))
     assert model.llm.config.attention_dropout == 0.0
     model.train()
-    assert model.llm.training                     # HF checkpoints only modules in train mode
+    assert model.llm.training  # HF checkpoints only modules in train mode
     batch = user_batch([[5, 9, 2, 7], [1, 4]], model=model)
     first = model.user_representation(batch, use_prefix_cache=False).detach()
     second = model.user_representation(batch, use_prefix_cache=False).detach()
@@ -280,12 +339,16 @@ def test_prompt_dates_are_the_raw_dates_of_timestamps_just_before_midnight(llmsr
     import numpy as np
     import pandas as pd
 
-    config, model, train_data, valid_data, test_data = prepare(dict(llmsrec_config,
-                                                                    history_max_items=30))
+    config, model, train_data, valid_data, test_data = prepare(
+        dict(llmsrec_config, history_max_items=30)
+    )
     raw = pd.read_csv(os.path.join(config["data_path"], "ml-100k.inter"), sep="\t")
     users, times = raw["user_id:token"].astype(str).to_numpy(), raw["timestamp:float"].to_numpy()
     raw_times = {user: np.sort(times[users == user]).astype(np.int64) for user in np.unique(users)}
-    date = lambda t: time.strftime("%Y-%m-%d", time.gmtime(int(t)))
+
+    def date(t):
+        return time.strftime("%Y-%m-%d", time.gmtime(int(t)))
+
     # ml-100k's ~8.8e8 s timestamps in float32 (spacing 64 s) round across midnight for these
     midnight = {user for user, t in zip(users, times) if date(t) != date(np.float32(t))}
 
@@ -293,16 +356,19 @@ def test_prompt_dates_are_the_raw_dates_of_timestamps_just_before_midnight(llmsr
     time_field = model.time_list_field[: -len(config["LIST_SUFFIX"])]
     tokens = test_data._dataset.id2token(model.USER_ID, split[model.USER_ID].numpy())
     rows = [row for row, token in enumerate(tokens) if token in midnight]
-    assert rows                                    # the ml-100k slice holds such users
+    assert rows  # the ml-100k slice holds such users
     for row in rows:
         length = int(split[model.ITEM_SEQ_LEN][row])
-        history = raw_times[tokens[row]][-length - 1:-1]
-        assert split[model.time_list_field][row, :length].tolist() == history.tolist()   # exact
+        history = raw_times[tokens[row]][-length - 1 : -1]
+        assert split[model.time_list_field][row, :length].tolist() == history.tolist()  # exact
         assert split[time_field][row].item() == raw_times[tokens[row]][-1]
         prompts, _ = model._user_prompts(split[[row]])
         assert re.findall(r"Time: ([0-9-]+),", prompts[0]) == [date(t) for t in history]
-    assert any(date(t) != date(np.float32(t)) for row in rows
-               for t in raw_times[tokens[row]][-int(split[model.ITEM_SEQ_LEN][row]) - 1:-1])
+    assert any(
+        date(t) != date(np.float32(t))
+        for row in rows
+        for t in raw_times[tokens[row]][-int(split[model.ITEM_SEQ_LEN][row]) - 1 : -1]
+    )
 
 
 def test_length_bucketed_batches_leave_item_and_user_representations_unchanged(llmsrec_config):
@@ -318,8 +384,15 @@ def test_length_bucketed_batches_leave_item_and_user_representations_unchanged(l
         torch.testing.assert_close(model._eval_users(users), one_batch, atol=1e-5, rtol=0)
 
 
-GRU4REC_TEACHER = {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "dropout_prob": 0.1,
-                   "loss_type": "CE", "epochs": 1, "train_batch_size": 256}
+GRU4REC_TEACHER = {
+    "embedding_size": 16,
+    "hidden_size": 16,
+    "num_layers": 1,
+    "dropout_prob": 0.1,
+    "loss_type": "CE",
+    "epochs": 1,
+    "train_batch_size": 256,
+}
 
 
 def test_a_gru4rec_teacher_is_pretrained_and_distilled(llmsrec_config):
@@ -327,14 +400,15 @@ def test_a_gru4rec_teacher_is_pretrained_and_distilled(llmsrec_config):
     from recbole.model.sequential_recommender.gru4rec import GRU4Rec
 
     config, model, train_data, valid_data, test_data = prepare(
-        dict(llmsrec_config, cf_model="GRU4Rec", cf_config=GRU4REC_TEACHER, epochs=1))
+        dict(llmsrec_config, cf_model="GRU4Rec", cf_config=GRU4REC_TEACHER, epochs=1)
+    )
     assert isinstance(model.cf_model, GRU4Rec) and model.item_emb_proj[0].in_features == 16
     trainer = get_trainer(config["MODEL_TYPE"], "LLMSRec")(config, model)
     trainer.fit(train_data, valid_data, saved=False)
     teacher = {k: v.clone() for k, v in model.cf_model.state_dict().items()}
     assert bool(model.cf_teacher_ready) and trainer.train_loss_dict
     assert all(torch.isfinite(torch.tensor(loss)) for loss in trainer.train_loss_dict.values())
-    trainer.fit(train_data, valid_data, saved=False)   # distillation leaves the teacher as trained
+    trainer.fit(train_data, valid_data, saved=False)  # distillation leaves the teacher as trained
     assert all(torch.equal(v, teacher[k]) for k, v in model.cf_model.state_dict().items())
     assert trainer.evaluate(test_data, load_best_model=False)["hit@10"] >= 0
 
@@ -342,51 +416,85 @@ def test_a_gru4rec_teacher_is_pretrained_and_distilled(llmsrec_config):
 def test_bert4rec_teacher_user_vector_is_the_one_it_ranks_with(llmsrec_config):
     from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 
-    from recbole_llmsrec.cf_teacher.stage0 import checked_teacher, user_representation
+    from recbole_llmsrec.models.cf_teacher.stage0 import checked_teacher, user_representation
 
     _, model, train_data, *_ = prepare(llmsrec_config)
-    config = Config(model="BERT4Rec", dataset="ml-100k", config_dict=dict(
-        llmsrec_config, hidden_size=16, inner_size=16, n_layers=1, n_heads=1, train_neg_sample_args=None))
+    config = Config(
+        model="BERT4Rec",
+        dataset="ml-100k",
+        config_dict=dict(
+            llmsrec_config,
+            hidden_size=16,
+            inner_size=16,
+            n_layers=1,
+            n_heads=1,
+            train_neg_sample_args=None,
+        ),
+    )
     bert = checked_teacher(BERT4Rec(config, train_data._dataset))
     batch = user_batch([[5, 9, 2], [7]], model=model)
     users = user_representation(bert, batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
-    scores = users @ bert.item_embedding.weight[: bert.n_items].T + bert.output_bias   # its item bias
+    # its item bias
+    scores = users @ bert.item_embedding.weight[: bert.n_items].T + bert.output_bias
     torch.testing.assert_close(scores, bert.full_sort_predict(batch))
 
 
-@pytest.mark.parametrize("name, message", [
-    ("Caser", "cannot be the teacher"), ("Pop", "not a RecBole sequential model"),
-    ("HLLM", "not a RecBole sequential model"), ("GRU4Rek", "Did you mean GRU4Rec")])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("Caser", "cannot be the teacher"),
+        ("Pop", "not a RecBole sequential model"),
+        ("HLLM", "not a RecBole sequential model"),
+        ("GRU4Rek", "Did you mean GRU4Rec"),
+    ],
+)
 def test_a_model_that_cannot_teach_is_refused_with_the_reason(llmsrec_config, name, message):
     with pytest.raises(ValueError, match=message):
         prepare(dict(llmsrec_config, cf_model=name, cf_config={"loss_type": "CE"}))
 
 
 def test_the_teacher_trains_and_validates_without_the_runs_diagnostics(llmsrec_config):
-    from recbole_llmsrec.cf_teacher.stage0 import teacher_config
+    from recbole_llmsrec.models.cf_teacher.stage0 import teacher_config
 
-    config = Config(model="LLMSRec", dataset="ml-100k", config_dict=dict(
-        llmsrec_config, eval_shuffle_history=True, eval_item_groups=[10]))
+    config = Config(
+        model="LLMSRec",
+        dataset="ml-100k",
+        config_dict=dict(llmsrec_config, eval_shuffle_history=True, eval_item_groups=[10]),
+    )
     teacher = teacher_config(config)
     assert not teacher["eval_shuffle_history"] and not teacher["eval_item_groups"]
 
 
-def test_a_cf_checkpoint_of_a_model_that_cannot_teach_says_so_without_bad_advice(llmsrec_config,
-                                                                                  tmp_path):
-    from recbole_llmsrec.cf_teacher.stage0 import build_teacher
+def test_a_cf_checkpoint_of_a_model_that_cannot_teach_says_so_without_bad_advice(
+    llmsrec_config, tmp_path
+):
+    from recbole_llmsrec.models.cf_teacher.stage0 import build_teacher
 
     path = tmp_path / "llmsrec.pth"
-    torch.save({"config": Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config),
-                "state_dict": {}}, path)
-    run = Config(model="LLMSRec", dataset="ml-100k", config_dict=dict(llmsrec_config,
-                                                                      cf_checkpoint=str(path)))
-    with pytest.raises(ValueError, match=r"holds a LLMSRec, which cannot be the teacher: "
-                                         r"cf_model='LLMSRec' is not a RecBole sequential model") as raised:
+    torch.save(
+        {
+            "config": Config(model="LLMSRec", dataset="ml-100k", config_dict=llmsrec_config),
+            "state_dict": {},
+        },
+        path,
+    )
+    run = Config(
+        model="LLMSRec",
+        dataset="ml-100k",
+        config_dict=dict(llmsrec_config, cf_checkpoint=str(path)),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"holds a LLMSRec, which cannot be the teacher: "
+        r"cf_model='LLMSRec' is not a RecBole sequential model",
+    ) as raised:
         build_teacher(run, dataset=None)
     assert "set cf_model" not in str(raised.value)
 
 
-def test_a_prompt_longer_than_the_llms_context_loses_its_oldest_history_items(llmsrec_config, caplog):
+def test_a_prompt_longer_than_the_llms_context_loses_its_oldest_history_items(
+    llmsrec_config, caplog
+):
     import re
 
     _, model, train_data, *_ = prepare(llmsrec_config)
@@ -402,5 +510,6 @@ def test_a_prompt_longer_than_the_llms_context_loses_its_oldest_history_items(ll
     titles = lambda prompt: re.findall(r'"([^"]*)"\[HistoryEmb\]', prompt)  # noqa: E731
     for whole, cut in zip(full, prompts):
         assert cut.endswith("[UserOut]") and 1 <= len(titles(cut)) <= len(titles(whole))
-        assert titles(cut) == titles(whole)[len(titles(whole)) - len(titles(cut)):]   # the newest kept
+        # the newest kept
+        assert titles(cut) == titles(whole)[len(titles(whole)) - len(titles(cut)) :]
     assert len(history) == sum(len(titles(p)) for p in prompts)

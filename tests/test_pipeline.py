@@ -18,7 +18,8 @@ from recbole_llmsrec.quick_start import main
 
 
 def run_with_recbole_api(config_dict):
-    """RecBole 1.2.1's own run_recbole, step for step, with nothing from the plugin but its import."""
+    """RecBole 1.2.1's own run_recbole, step for step, with nothing from the plugin but its
+    import."""
     config = RecBoleConfig(model="SASRec", dataset="ml-100k", config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -66,8 +67,9 @@ def test_checkpoint_is_weights_only_loadable_and_best_model_is_reloaded(small_sa
     assert result_reloaded == result_with_best
 
 
-def test_cli_resume_from_checkpoint_continues_at_the_next_epoch(small_sasrec_config, monkeypatch,
-                                                               caplog):
+def test_cli_resume_from_checkpoint_continues_at_the_next_epoch(
+    small_sasrec_config, monkeypatch, caplog
+):
     one_epoch = dict(small_sasrec_config, epochs=1)
     first = run_recbole("SASRec", "ml-100k", config_dict=one_epoch)
     overrides = [f"--{k}={v}" for k, v in dict(small_sasrec_config, epochs=3).items()]
@@ -80,8 +82,16 @@ def test_cli_resume_from_checkpoint_continues_at_the_next_epoch(small_sasrec_con
 
     monkeypatch.setattr("recbole_llmsrec.quick_start.run_recbole", capture)
     with caplog.at_level("INFO"):
-        main(["-m", "SASRec", "-d", "ml-100k", f"--checkpoint={first['saved_model_file']}",
-              *overrides])
+        main(
+            [
+                "-m",
+                "SASRec",
+                "-d",
+                "ml-100k",
+                f"--checkpoint={first['saved_model_file']}",
+                *overrides,
+            ]
+        )
     assert captured["checkpoint"] == first["saved_model_file"]
     log = caplog.text
     assert "Resume training from epoch 1" in log
@@ -89,8 +99,11 @@ def test_cli_resume_from_checkpoint_continues_at_the_next_epoch(small_sasrec_con
 
 
 def test_sampled_uni100_evaluation_runs(small_sasrec_config):
-    config = dict(small_sasrec_config, epochs=1,
-                  eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni100"})
+    config = dict(
+        small_sasrec_config,
+        epochs=1,
+        eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni100"},
+    )
     result = run_recbole("SASRec", "ml-100k", config_dict=config)
     assert 0 < result["test_result"]["hit@10"] <= 1
 

@@ -20,26 +20,38 @@ def fit(config_dict, model_name="SASRec"):
     trained, validations = [], []
     step = model.calculate_loss
     model.calculate_loss = lambda interaction: trained.append(len(interaction)) or step(interaction)
-    trainer.fit(train_data, valid_data, saved=False,
-                callback_fn=lambda epoch, score: validations.append(
-                    trainer.optimizer.param_groups[0]["lr"]))
+    trainer.fit(
+        train_data,
+        valid_data,
+        saved=False,
+        callback_fn=lambda epoch, score: validations.append(
+            trainer.optimizer.param_groups[0]["lr"]
+        ),
+    )
     return trainer, train_data, trained, validations
 
 
 def test_validations_per_epoch_validate_k_times_and_see_every_sample_once(small_sasrec_config):
     settings = dict(small_sasrec_config, train_batch_size=256, stopping_step=100)
     _, train_data, trained, validations = fit(dict(settings, validations_per_epoch=4))
-    assert len(validations) == 2 * 4                        # 2 epochs x 4 validations
-    assert sum(trained) == 2 * len(train_data._dataset)     # each sample once per epoch
+    assert len(validations) == 2 * 4  # 2 epochs x 4 validations
+    assert sum(trained) == 2 * len(train_data._dataset)  # each sample once per epoch
     _, _, trained_plain, validations_plain = fit(settings)
     assert len(validations_plain) == 2 and sum(trained_plain) == sum(trained)
 
 
 def test_learning_rate_decays_once_per_validation(small_sasrec_config):
-    trainer, _, _, lrs = fit(dict(small_sasrec_config, validations_per_epoch=3, learning_rate=0.01,
-                                  lr_decay_per_validation=0.5, stopping_step=100))
+    trainer, _, _, lrs = fit(
+        dict(
+            small_sasrec_config,
+            validations_per_epoch=3,
+            learning_rate=0.01,
+            lr_decay_per_validation=0.5,
+            stopping_step=100,
+        )
+    )
     # the callback runs after the validation's decay: the i-th validation leaves lr * 0.5 ** i
-    assert lrs == pytest.approx([0.01 * 0.5 ** i for i in range(1, 7)])
+    assert lrs == pytest.approx([0.01 * 0.5**i for i in range(1, 7)])
 
 
 def test_patience_counts_validations(small_sasrec_config, monkeypatch):
@@ -47,10 +59,20 @@ def test_patience_counts_validations(small_sasrec_config, monkeypatch):
     from recbole.trainer import Trainer
 
     scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
-    monkeypatch.setattr(Trainer, "_valid_epoch",
-                        lambda self, data, show_progress=False: (s := next(scores), {"hit@10": s}))
-    _, _, trained, validations = fit(dict(small_sasrec_config, epochs=1, validations_per_epoch=5,
-                                          stopping_step=2, train_batch_size=128))
+    monkeypatch.setattr(
+        Trainer,
+        "_valid_epoch",
+        lambda self, data, show_progress=False: (s := next(scores), {"hit@10": s}),
+    )
+    _, _, trained, validations = fit(
+        dict(
+            small_sasrec_config,
+            epochs=1,
+            validations_per_epoch=5,
+            stopping_step=2,
+            train_batch_size=128,
+        )
+    )
     assert len(validations) == 4
     assert 0 < sum(trained) < len(validations) / 5 * 1.2 * _training_rows(small_sasrec_config)
 
@@ -75,8 +97,11 @@ def test_llmsrec_and_allmrec_default_to_the_originals_schedule_and_sasrec_keeps_
         assert config["cf_config"]["adam_betas"] == [0.9, 0.98]
         assert config["cf_config"]["validations_per_epoch"] == 1
     config = Config(model="LLMSRec", dataset="ml-100k")
-    assert (config["validations_per_epoch"], config["stopping_step"],
-            config["lr_decay_per_validation"]) == (10, 5, 0.95)
+    assert (
+        config["validations_per_epoch"],
+        config["stopping_step"],
+        config["lr_decay_per_validation"],
+    ) == (10, 5, 0.95)
     protocol = pathlib.Path(__file__).resolve().parent.parent / "properties/protocol/llmsrec.yaml"
     sasrec = Config(model="SASRec", dataset="ml-100k", config_file_list=[str(protocol)])
     assert sasrec["validations_per_epoch"] is None and sasrec["lr_decay_per_validation"] is None
@@ -87,8 +112,14 @@ def test_cosine_schedule_resumed_mid_epoch_continues_where_it_stopped(small_sasr
     # (RecBole counts parts as epochs) must fast-forward 3 parts of batches, not 3 epochs
     from recbole_llmsrec.models.hllm.trainer import HLLMTrainer
 
-    settings = dict(small_sasrec_config, validations_per_epoch=4, warmup_ratio=0.1, epochs=2,
-                    train_batch_size=128, stopping_step=100)
+    settings = dict(
+        small_sasrec_config,
+        validations_per_epoch=4,
+        warmup_ratio=0.1,
+        epochs=2,
+        train_batch_size=128,
+        stopping_step=100,
+    )
 
     def learning_rates(start_epoch):
         config = Config(model="SASRec", dataset="ml-100k", config_dict=settings)
@@ -97,8 +128,12 @@ def test_cosine_schedule_resumed_mid_epoch_continues_where_it_stopped(small_sasr
         trainer = HLLMTrainer(config, get_model("SASRec")(config, train_data._dataset))
         trainer.start_epoch = start_epoch
         rates = []
-        trainer.fit(train_data, valid_data, saved=False, callback_fn=lambda epoch, score: rates.append(
-            trainer.optimizer.param_groups[0]["lr"]))
+        trainer.fit(
+            train_data,
+            valid_data,
+            saved=False,
+            callback_fn=lambda epoch, score: rates.append(trainer.optimizer.param_groups[0]["lr"]),
+        )
         return rates
 
     uninterrupted = learning_rates(0)

@@ -1,4 +1,5 @@
-"""One schema for every key the plugin adds, checked once when the config is built, before any data."""
+"""One schema for every key the plugin adds, checked once when the config is built, before any
+data."""
 
 import pathlib
 import re
@@ -11,8 +12,14 @@ from recbole_llmsrec.settings import SCHEMA, SettingError
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "recbole_llmsrec"
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-KIND_OF_COMMENT = {"int": "int", "float": "float", "bool": "bool", "str": "str", "list": "list",
-                   "dict": "dict"}
+KIND_OF_COMMENT = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "str",
+    "list": "list",
+    "dict": "dict",
+}
 
 BAD_VALUES = [  # (key, value, what the message must say is allowed), from the issue's list and more
     ("adam_betas", [0.9], "two numbers in \\[0, 1\\)"),
@@ -38,20 +45,33 @@ BAD_VALUES = [  # (key, value, what the message must say is allowed), from the i
 
 @pytest.mark.parametrize("key, value, allowed", BAD_VALUES)
 def test_a_bad_value_is_refused_with_the_key_the_value_and_what_is_allowed(key, value, allowed):
-    with pytest.raises(SettingError, match=rf"^{re.escape(key)}={re.escape(repr(value))} is not allowed: "
-                                           rf"it must be .*{allowed}"):
-        Config(model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None, key: value})
+    with pytest.raises(
+        SettingError,
+        match=rf"^{re.escape(key)}={re.escape(repr(value))} is not allowed: "
+        rf"it must be .*{allowed}",
+    ):
+        Config(
+            model="SASRec",
+            dataset="ml-100k",
+            config_dict={"train_neg_sample_args": None, key: value},
+        )
 
 
 def test_settings_are_checked_before_any_data_is_loaded(monkeypatch):
-    monkeypatch.setattr("recbole_llmsrec.fingerprint.create_dataset",
-                        lambda config: pytest.fail("data loaded before the settings were checked"))
+    monkeypatch.setattr(
+        "recbole_llmsrec.fingerprint.create_dataset",
+        lambda config: pytest.fail("data loaded before the settings were checked"),
+    )
     with pytest.raises(SettingError, match="adam_betas"):
-        run_recbole("SASRec", "ml-100k", config_dict={"adam_betas": [0.9], "train_neg_sample_args": None})
+        run_recbole(
+            "SASRec", "ml-100k", config_dict={"adam_betas": [0.9], "train_neg_sample_args": None}
+        )
 
 
 def test_a_plugin_models_own_keys_are_checked_for_it():
-    with pytest.raises(SettingError, match=r"num_candidates=1 is not allowed: it must be an integer >= 2"):
+    with pytest.raises(
+        SettingError, match=r"num_candidates=1 is not allowed: it must be an integer >= 2"
+    ):
         Config(model="ALLMRec", dataset="ml-100k", config_dict={"num_candidates": 1})
     with pytest.raises(SettingError, match=r"llm_dtype='fp8' is not allowed: it must be one of"):
         Config(model="LLMSRec", dataset="ml-100k", config_dict={"llm_dtype": "fp8"})
@@ -63,8 +83,11 @@ def test_a_setting_without_effect_is_refused_not_labelled_as_done():
     with pytest.raises(SettingError, match="eval_shuffle_history=True has no effect for BPR"):
         Config(model="BPR", dataset="ml-100k", config_dict={"eval_shuffle_history": True})
     with pytest.raises(SettingError, match="distributed_strategy='fsdp' is not allowed for SASRec"):
-        Config(model="SASRec", dataset="ml-100k", config_dict={"distributed_strategy": "fsdp",
-                                                               "train_neg_sample_args": None})
+        Config(
+            model="SASRec",
+            dataset="ml-100k",
+            config_dict={"distributed_strategy": "fsdp", "train_neg_sample_args": None},
+        )
 
 
 def yaml_entries(path):
@@ -79,16 +102,28 @@ def yaml_entries(path):
 
 
 def recbole_keys():
-    return set(Config(model="SASRec", dataset="ml-100k", config_dict={
-        "train_neg_sample_args": None}).final_config_dict)
+    return set(
+        Config(
+            model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None}
+        ).final_config_dict
+    )
 
 
-@pytest.mark.parametrize("name", ["properties/overall.yaml", "models/llmsrec/LLMSRec.yaml",
-                                  "models/allmrec/ALLMRec.yaml", "models/hllm/HLLM.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "properties/overall.yaml",
+        "models/llmsrec/LLMSRec.yaml",
+        "models/allmrec/ALLMRec.yaml",
+        "models/hllm/HLLM.yaml",
+    ],
+)
 def test_the_yaml_comments_and_defaults_agree_with_the_schema(name):
     known = recbole_keys()
     for key, (value, comment) in yaml_entries(PACKAGE / name).items():
-        assert key in SCHEMA or key in known, f"{name}: {key} is neither in the schema nor RecBole's"
+        assert key in SCHEMA or key in known, (
+            f"{name}: {key} is neither in the schema nor RecBole's"
+        )
         if key in SCHEMA and comment:
             assert KIND_OF_COMMENT[SCHEMA[key].kind] == comment, f"{name}: {key}"
         if key in SCHEMA and name == "properties/overall.yaml":

@@ -1,10 +1,10 @@
-"""The plugin's sequential dataset and ``create_dataset``, which builds each model's dataset class (its
-registry entry's, else RecBole's choice) from the checked atomic files.
+"""The plugin's sequential dataset and ``create_dataset``, which builds each model's dataset class
+(its registry entry's, else RecBole's choice) from the checked atomic files.
 
-RecBole's ``SequentialDataset`` makes one training sample per prefix; as in their papers, the LLM models'
-``UserSequenceDataset`` keeps each user's longest prefix in the TRAINING split only (validation and test
-are RecBole's, so metrics compare with any RecBole model), which carries ``history_matrix`` (users x
-items, CSR, every training interaction) for negatives.
+RecBole's ``SequentialDataset`` makes one training sample per prefix; as in their papers, the LLM
+models' ``UserSequenceDataset`` keeps each user's longest prefix in the TRAINING split only
+(validation and test are RecBole's, so metrics compare with any RecBole model), which carries
+``history_matrix`` (users x items, CSR, every training interaction) for negatives.
 """
 
 import numpy as np
@@ -24,16 +24,17 @@ from recbole_llmsrec.settings import require_at_least
 
 
 def interaction_matrix(split, lists=True):
-    """users x items CSR (values 1) of a sequential split: every row's target and (``lists``) the items of
-    its list."""
+    """users x items CSR (values 1) of a sequential split: every row's target and (``lists``) the
+    items of its list."""
     users = split.inter_feat[split.uid_field].numpy()
     targets = split.inter_feat[split.iid_field].numpy()
     item_lists = split.inter_feat[split.item_id_list_field].numpy()
     seen_rows, seen_cols = np.nonzero(item_lists) if lists else (np.empty(0, int), np.empty(0, int))
     rows = np.concatenate([users, users[seen_rows]])
     cols = np.concatenate([targets, item_lists[seen_rows, seen_cols]])
-    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                           shape=(split.user_num, split.item_num))
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(split.user_num, split.item_num)
+    )
     matrix.data[:] = 1.0
     return matrix
 
@@ -42,40 +43,51 @@ def sample_unseen_items(history, users, num, n_items, generator, max_rounds=1000
     """``[len(users), num]`` distinct item ids per user, uniform over items the user has no training
     interaction with (``history``: users x items CSR). Seeded through ``generator``."""
     users = users.cpu().numpy().copy()
-    draw = lambda count: torch.randint(1, n_items, (count,), generator=generator)
+
+    def draw(count):
+        return torch.randint(1, n_items, (count,), generator=generator)
+
     items = draw(len(users) * num).view(len(users), num)
     later = torch.ones(num, num, dtype=torch.bool).triu(1)
     for _ in range(max_rounds):
-        seen = np.asarray(history[np.repeat(users, num), items.flatten().numpy().copy()]).reshape(items.shape)
+        seen = np.asarray(history[np.repeat(users, num), items.flatten().numpy().copy()]).reshape(
+            items.shape
+        )
         clash = torch.from_numpy(seen > 0)
         clash |= ((items.unsqueeze(2) == items.unsqueeze(1)) & later).any(1)
         if not clash.any():
             return items
         items[clash] = draw(int(clash.sum()))
-    raise ValueError(f"cannot draw {num} distinct items outside a user's history: the catalogue is "
-                     "too small for that many negatives.")
+    raise ValueError(
+        f"cannot draw {num} distinct items outside a user's history: the catalogue is "
+        "too small for that many negatives."
+    )
 
 
 def training_history(dataset):
     """The ``history_matrix`` of a training split built by this plugin's ``create_dataset``."""
     history = getattr(dataset, "history_matrix", None)
     if history is None:
-        raise ValueError(f"{dataset.config['model']} needs its own training split: build the dataset "
-                         "with recbole_llmsrec.data.dataset.create_dataset (or run_recbole), not "
-                         "recbole.data.create_dataset.")
+        raise ValueError(
+            f"{dataset.config['model']} needs its own training split: build the dataset "
+            "with recbole_llmsrec.data.dataset.create_dataset (or run_recbole), not "
+            "recbole.data.create_dataset."
+        )
     return history
 
 
 class UserSequenceDataset(SequenceDatasetHooks, SequentialDataset):
     """A ``SequentialDataset`` whose training split holds one sample per user (its last prefix), or,
-    with the hook ``window_stride`` set, every ``window_stride``-th prefix counted from the last one."""
+    with the hook ``window_stride`` set, every ``window_stride``-th prefix counted from the last
+    one."""
 
     def build(self):
         datasets = super().build()
         train = datasets[0]
         train.history_matrix = interaction_matrix(train)
         users = train.inter_feat[train.uid_field].numpy()
-        # a user's rows are contiguous and in time order: rank each by its distance from the user's last
+        # a user's rows are contiguous and in time order: rank each by its distance from the user's
+        # last
         change = np.r_[True, users[1:] != users[:-1]]
         if change.sum() != len(np.unique(users)):
             raise ValueError("the training split does not hold each user's rows together")
@@ -89,8 +101,8 @@ class UserSequenceDataset(SequenceDatasetHooks, SequentialDataset):
 
 
 def create_dataset(config):
-    """This plugin's ``<Model>Dataset``, else RecBole's choice; always from the (checked) atomic files,
-    never from a pickled cache (``recbole_fixes.pickle_caches``)."""
+    """This plugin's ``<Model>Dataset``, else RecBole's choice; always from the (checked) atomic
+    files, never from a pickled cache (``recbole_fixes.pickle_caches``)."""
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         require_at_least(config, "MAX_ITEM_LIST_LENGTH", 1)
     check_atomic_files(config)

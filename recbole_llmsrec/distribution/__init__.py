@@ -1,2 +1,3 @@
-"""Several processes, on one machine or many: the process group (``process_group``), wrapping a model
-(``wrapping``), the training loop (``training``) and putting results together (``gathering``)."""
+"""Several processes, on one machine or many: the process group (``process_group``), wrapping a
+model (``wrapping``), the training loop (``training``) and putting results together
+(``gathering``)."""

@@ -1,9 +1,10 @@
 """The process group: joining it, rank, and the bounded waits of once-per-job work.
 
 A torchrun or RecBole ``--nproc`` launch joins its group when the run's ``Config`` sets its device
-(``Config._init_device``, where RecBole joined it): NCCL on GPUs, gloo on CPU. Collectives wait at most
-``distributed_timeout_minutes`` for a rank that stops answering; the waits while rank 0 alone trains the
-teacher or fills a cache have their own group, bounded by ``distributed_once_timeout_minutes``.
+(``Config._init_device``, where RecBole joined it): NCCL on GPUs, gloo on CPU. Collectives wait at
+most ``distributed_timeout_minutes`` for a rank that stops answering; the waits while rank 0 alone
+trains the teacher or fills a cache have their own group, bounded by
+``distributed_once_timeout_minutes``.
 """
 
 import os
@@ -11,6 +12,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
 
 def is_distributed(config):
     return not config["single_spec"]
@@ -42,14 +44,23 @@ def join_process_group(final):
     if cuda:
         torch.cuda.set_device(final["local_rank"])
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=global_rank,
-                                world_size=world, timeout=_minutes(final, "distributed_timeout_minutes"))
-        # the once-per-job waits (rank 0 trains the teacher or fills a cache alone) get their own group
-        # with a longer bound, so that every other collective fails fast on a rank that stops answering
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            init_method=init_method,
+            rank=global_rank,
+            world_size=world,
+            timeout=_minutes(final, "distributed_timeout_minutes"),
+        )
+        # the once-per-job waits (rank 0 trains the teacher or fills a cache alone) get their own
+        # group with a longer bound, so that every other collective fails fast on a rank that stops
+        # answering
         global _ONCE_GROUP
         _ONCE_GROUP = dist.new_group(timeout=_minutes(final, "distributed_once_timeout_minutes"))
-    final.update(single_spec=False, world_size=world,
-                 device=torch.device("cuda", final["local_rank"]) if cuda else torch.device("cpu"))
+    final.update(
+        single_spec=False,
+        world_size=world,
+        device=torch.device("cuda", final["local_rank"]) if cuda else torch.device("cpu"),
+    )
     if global_rank != 0:
         final.update(state="error", show_progress=False, verbose=False)
 
@@ -64,7 +75,8 @@ def _minutes(final, key):
 
 
 def wait_for_rank0():
-    """A barrier bounded by ``distributed_once_timeout_minutes``: the others wait while rank 0 works."""
+    """A barrier bounded by ``distributed_once_timeout_minutes``: the others wait while rank 0
+    works."""
     if dist.is_initialized():
         dist.barrier(group=_ONCE_GROUP)
 
@@ -76,8 +88,8 @@ def as_single_process(config):
 
 
 def from_rank0(config, obj):
-    """``obj`` as rank 0 has it, on every rank (small picklable objects: a path, a file name); the others
-    wait for rank 0 at most ``distributed_once_timeout_minutes``."""
+    """``obj`` as rank 0 has it, on every rank (small picklable objects: a path, a file name); the
+    others wait for rank 0 at most ``distributed_once_timeout_minutes``."""
     if not is_distributed(config):
         return obj
     holder = [obj]
@@ -91,5 +103,3 @@ def run_once(config, work):
     if not is_distributed(config):
         return work()
     return from_rank0(config, work() if rank() == 0 else None)
-
-

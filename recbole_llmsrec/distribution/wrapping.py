@@ -1,5 +1,5 @@
-"""Wrapping a model for several processes: DDP over what trains, FSDP2 sharding (HLLM), and state dicts
-in the one-process format whatever the wrapping."""
+"""Wrapping a model for several processes: DDP over what trains, FSDP2 sharding (HLLM), and state
+dicts in the one-process format whatever the wrapping."""
 
 import torch
 from torch import nn
@@ -22,8 +22,10 @@ from recbole_llmsrec.distribution.process_group import rank
 from recbole_llmsrec.hooks import model_hook
 from recbole_llmsrec.registry import entry_of, is_plugin_model
 
+
 class LossForward(nn.Module):
-    """``model.calculate_loss`` (or another loss function of it) as a ``forward``, for DDP's hooks."""
+    """``model.calculate_loss`` (or another loss function of it) as a ``forward``, for DDP's
+    hooks."""
 
     def __init__(self, model):
         super().__init__()
@@ -34,9 +36,10 @@ class LossForward(nn.Module):
 
 
 def wrap_ddp(model, config):
-    """DDP over the trainable parameters (frozen ones never broadcast or bucketed). Plugin models use every
-    trained parameter each step and hold only constant buffers (ignored too); RecBole's are wrapped as it
-    did: buffers broadcast from rank 0, SyncBatchNorm on GPU, unused parameters allowed (KTUP, KGAT)."""
+    """DDP over the trainable parameters (frozen ones never broadcast or bucketed). Plugin models
+    use every trained parameter each step and hold only constant buffers (ignored too); RecBole's
+    are wrapped as it did: buffers broadcast from rank 0, SyncBatchNorm on GPU, unused parameters
+    allowed (KTUP, KGAT)."""
     plugin = is_plugin_model(type(model))
     if not plugin and config["device"].type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -45,31 +48,48 @@ def wrap_ddp(model, config):
     ignored += [n for n, _ in wrapper.named_buffers()] if plugin else []
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapper, ignored)
     device_ids = [config["local_rank"]] if config["device"].type == "cuda" else None
-    return DistributedDataParallel(wrapper, device_ids=device_ids, broadcast_buffers=not plugin,
-                                   find_unused_parameters=not plugin)
+    return DistributedDataParallel(
+        wrapper,
+        device_ids=device_ids,
+        broadcast_buffers=not plugin,
+        find_unused_parameters=not plugin,
+    )
 
 
 def shard_fsdp(model, config):
-    """FSDP2 on ``model`` in place: a unit per transformer layer with a trainable parameter, the rest the
-    root; ``calculate_loss``/``predict``/``full_sort_predict`` gather like ``forward``. Only models whose
-    registry entry allows it (``fsdp``: their LLMs train) are sharded; the settings check refuses the
-    key earlier for a run, this for a direct call."""
+    """FSDP2 on ``model`` in place: a unit per transformer layer with a trainable parameter, the
+    rest the root; ``calculate_loss``/``predict``/``full_sort_predict`` gather like ``forward``.
+    Only models whose registry entry allows it (``fsdp``: their LLMs train) are sharded; the
+    settings check refuses the key earlier for a run, this for a direct call."""
     entry = entry_of(type(model).__name__)
     if model_hook(model, "unsaved_prefixes") or not (entry and entry.fsdp):
         raise ValueError(
             "distributed_strategy: fsdp is for models whose LLMs train (HLLM); "
-            f"{type(model).__name__} fits one GPU or trains only small modules next to a frozen LLM: "
+            f"{type(model).__name__} fits one GPU or trains only small modules next to a frozen "
+            "LLM: "
             "use distributed_strategy: ddp."
         )
     dtype = config["mixed_precision"]
-    policy = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32) \
-        if dtype and config["device"].type == "cuda" else MixedPrecisionPolicy()
-    layer_classes = {name for m in model.modules() for name in getattr(m, "_no_split_modules", None) or ()}
+    policy = (
+        MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32)
+        if dtype and config["device"].type == "cuda"
+        else MixedPrecisionPolicy()
+    )
+    layer_classes = {
+        name for m in model.modules() for name in getattr(m, "_no_split_modules", None) or ()
+    }
     for module in model.modules():
-        if type(module).__name__ in layer_classes and any(p.requires_grad for p in module.parameters()):
+        if type(module).__name__ in layer_classes and any(
+            p.requires_grad for p in module.parameters()
+        ):
             fully_shard(module, mp_policy=policy)
-    # frozen parameters (a frozen Item LLM) are replicated, never gathered: rank 0 alone may run them
-    fully_shard(model, mp_policy=policy, ignored_params={p for p in model.parameters() if not p.requires_grad})
+    # frozen parameters (a frozen Item LLM) are replicated, never gathered: rank 0 alone may run
+    # them
+    fully_shard(
+        model,
+        mp_policy=policy,
+        ignored_params={p for p in model.parameters() if not p.requires_grad},
+    )
     for method in ("calculate_loss", "predict", "full_sort_predict"):
         register_fsdp_forward_method(model, method)
     return model
@@ -91,14 +111,17 @@ def _optimizer_index(model, optimizer):
 
 def _renamed(optimizer_state, key):
     """An optimizer state dict with every parameter key ``k`` replaced by ``key[k]``."""
-    return {"state": {key[k]: value for k, value in optimizer_state.get("state", {}).items()},
-            "param_groups": [{**g, "params": [key[k] for k in g["params"]]}
-                             for g in optimizer_state["param_groups"]]}
+    return {
+        "state": {key[k]: value for k, value in optimizer_state.get("state", {}).items()},
+        "param_groups": [
+            {**g, "params": [key[k] for k in g["params"]]} for g in optimizer_state["param_groups"]
+        ],
+    }
 
 
 def full_training_state(model, optimizer):
-    """``(state_dict, optimizer_state)`` in the single-process format; under FSDP a collective every rank
-    calls (rank 0 gets the full tensors, on CPU)."""
+    """``(state_dict, optimizer_state)`` in the single-process format; under FSDP a collective every
+    rank calls (rank 0 gets the full tensors, on CPU)."""
     if not is_fsdp(model):
         return model.state_dict(), optimizer.state_dict()
     state = get_model_state_dict(model, options=FULL)
@@ -124,5 +147,3 @@ def load_full_optimizer_state(model, optimizer, optimizer_state):
         group.update({key: value for key, value in saved.items() if key != "params"})
     name = {i: n for n, i in _optimizer_index(model, optimizer).items()}
     set_optimizer_state_dict(model, optimizer, _renamed(optimizer_state, name), options=FULL)
-
-

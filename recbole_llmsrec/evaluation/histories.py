@@ -12,15 +12,17 @@ def binary(matrix):
 
 
 def training_interactions(train):
-    """users x items CSR of every training interaction (targets and item lists of the rows); a training
-    split this plugin trimmed (one row or window per user) kept them all in ``history_matrix``."""
+    """users x items CSR of every training interaction (targets and item lists of the rows); a
+    training split this plugin trimmed (one row or window per user) kept them all in
+    ``history_matrix``."""
     history = getattr(train, "history_matrix", None)
     return interaction_matrix(train) if history is None else history
 
 
 class ProtocolHistories:
-    """Per-user item sets of a leave-one-out split (users x items CSR): ``before[phase]``, the items of
-    every earlier split (valid: train; test: train + valid); ``interacted``, everything in any split."""
+    """Per-user item sets of a leave-one-out split (users x items CSR): ``before[phase]``, the items
+    of every earlier split (valid: train; test: train + valid); ``interacted``, everything in any
+    split."""
 
     def __init__(self, train, valid, test):
         train_items = training_interactions(train)
@@ -37,5 +39,3 @@ def training_matrix(train, sequential):
 def item_train_counts(train, sequential):
     """Each item's number of users with it in their training interactions (``eval_item_groups``)."""
     return np.asarray(training_matrix(train, sequential).sum(axis=0)).ravel()
-
-

@@ -1,10 +1,11 @@
-"""What an evaluation collects and the metrics computed from it, for every model run through the plugin.
+"""What an evaluation collects and the metrics computed from it, for every model run through the
+plugin.
 
-``ProtocolCollector`` (RecBole's ``Collector``) keeps each row's target for ``eval_item_groups`` and,
-in a distributed run, puts every rank's rows together in one-process order before any metric is
-computed. ``ProtocolEvaluator`` (RecBole's ``Evaluator``) returns plain floats, every metric also per
-item group, and keeps each row's value of every top-k metric (``per_row_values``: the group run's
-significance tests). The trainer tells both what one evaluation covers with ``start``.
+``ProtocolCollector`` (RecBole's ``Collector``) keeps each row's target for ``eval_item_groups``
+and, in a distributed run, puts every rank's rows together in one-process order before any metric is
+computed. ``ProtocolEvaluator`` (RecBole's ``Evaluator``) returns plain floats, every metric also
+per item group, and keeps each row's value of every top-k metric (``per_row_values``: the group
+run's significance tests). The trainer tells both what one evaluation covers with ``start``.
 """
 
 import inspect
@@ -24,7 +25,8 @@ EVAL_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.lab
 
 
 class ProtocolCollector(Collector):
-    """RecBole's collector, plus each row's target (``eval_item_groups``) and the rows of every rank."""
+    """RecBole's collector, plus each row's target (``eval_item_groups``) and the rows of every
+    rank."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -32,7 +34,8 @@ class ProtocolCollector(Collector):
         self.total_rows = None
 
     def start(self, total_rows, distributed):
-        """One evaluation begins: ``total_rows`` rows over all ranks (gathered when ``distributed``)."""
+        """One evaluation begins: ``total_rows`` rows over all ranks (gathered when
+        ``distributed``)."""
         self.total_rows = total_rows if distributed else None
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
@@ -51,7 +54,9 @@ class ProtocolCollector(Collector):
         e.g. ``data.count_items``) are passed through instead of moved with ``.cpu()``; the targets
         are cleared like RecBole's per-row keys; distributed rows are gathered."""
         data = self.data_struct._data_dict
-        counts = {key: data.pop(key) for key in list(data) if not isinstance(data[key], torch.Tensor)}
+        counts = {
+            key: data.pop(key) for key in list(data) if not isinstance(data[key], torch.Tensor)
+        }
         struct = super().get_data_struct()
         data.update(counts)
         struct._data_dict.update(counts)
@@ -62,24 +67,31 @@ class ProtocolCollector(Collector):
 
 
 def per_row_metric_values(evaluator, struct):
-    """``{"<metric>@<k>": float64 array, one value per evaluation row}`` for RecBole's top-k metrics (Hit,
-    Recall, NDCG, MRR, Precision, MAP): the values RecBole averages into its result."""
+    """``{"<metric>@<k>": float64 array, one value per evaluation row}`` for RecBole's top-k metrics
+    (Hit, Recall, NDCG, MRR, Precision, MAP): the values RecBole averages into its result."""
     values = {}
     for name, metric in evaluator.metric_class.items():
         if not isinstance(metric, TopkMetric):
             continue
         pos_index, pos_len = metric.used_info(struct)
         takes_length = "pos_len" in inspect.signature(metric.metric_info).parameters
-        rows = metric.metric_info(pos_index, pos_len) if takes_length else metric.metric_info(pos_index)
-        values.update({f"{name}@{k}": np.asarray(rows[:, k - 1], dtype=np.float64) for k in metric.topk})
+        rows = (
+            metric.metric_info(pos_index, pos_len)
+            if takes_length
+            else metric.metric_info(pos_index)
+        )
+        values.update(
+            {f"{name}@{k}": np.asarray(rows[:, k - 1], dtype=np.float64) for k in metric.topk}
+        )
     return values
 
 
 class ProtocolEvaluator(Evaluator):
     """RecBole's evaluator with results as plain floats (RecBole's are numpy scalars) and
-    ``eval_item_groups`` [t1, ..., tn]: every metric also over the rows whose target has [0, t1), ...,
-    [tn, inf) training users (A-LLMRec's paper splits by popularity), keyed ``<metric> items[a,b)``
-    beside ``rows items[a,b)``. ``per_row_values``: the last evaluation's values per row."""
+    ``eval_item_groups`` [t1, ..., tn]: every metric also over the rows whose target has [0, t1),
+    ..., [tn, inf) training users (A-LLMRec's paper splits by popularity), keyed ``<metric>
+    items[a,b)`` beside ``rows items[a,b)``. ``per_row_values``: the last evaluation's values per
+    row."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -96,7 +108,9 @@ class ProtocolEvaluator(Evaluator):
         result = super().evaluate(dataobject)
         if TARGET_KEY in dataobject:
             result.update(self._per_group(dataobject))
-        return {key: value if isinstance(value, int) else float(value) for key, value in result.items()}
+        return {
+            key: value if isinstance(value, int) else float(value) for key, value in result.items()
+        }
 
     def _per_group(self, struct):
         counts = torch.as_tensor(self.item_counts)[struct[TARGET_KEY]]

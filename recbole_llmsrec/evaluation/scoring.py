@@ -8,23 +8,24 @@ from recbole.utils import EvaluatorType, ModelType
 from recbole_llmsrec.hooks import model_hook
 from recbole_llmsrec.llm.layers import first_rows
 
-# RecBole 1.2.1 models whose predict scores unlike full_sort_predict (CORE's skips the item L2 normalisation)
+# RecBole 1.2.1 models whose predict scores unlike full_sort_predict (CORE's skips the item L2
+# normalisation)
 RECBOLE_MODELS_SCORING_FULL_SORT_DIFFERENTLY = ("CORE",)
 
 
 def scores_candidates_from_full_sort(model):
-    return (model_hook(model, "sampled_scores_from_full_sort")
-            and type(model).__name__ not in RECBOLE_MODELS_SCORING_FULL_SORT_DIFFERENTLY)
-
-
+    return (
+        model_hook(model, "sampled_scores_from_full_sort")
+        and type(model).__name__ not in RECBOLE_MODELS_SCORING_FULL_SORT_DIFFERENTLY
+    )
 
 
 def sampled_scores(trainer, batched_data, recbole_scoring):
-    """Sampled evaluation reading the candidates' scores from one ``full_sort_predict`` row per user,
-    not RecBole's ``predict`` per (user, candidate), except where scores would change
-    (``recbole_scoring(batched_data)``, RecBole's way): a model whose ``full_sort_predict`` is missing
-    or scores unlike ``predict`` (hook ``sampled_scores_from_full_sort``: ALLMRec; CORE), a sequential
-    user with several rows (ratio split), the labeled mode (no row index at all)."""
+    """Sampled evaluation reading the candidates' scores from one ``full_sort_predict`` row per
+    user, not RecBole's ``predict`` per (user, candidate), except where scores would change
+    (``recbole_scoring(batched_data)``, RecBole's way): a model whose ``full_sort_predict`` is
+    missing or scores unlike ``predict`` (hook ``sampled_scores_from_full_sort``: ALLMRec; CORE), a
+    sequential user with several rows (ratio split), the labeled mode (no row index at all)."""
     interaction, row_idx, positive_u, positive_i = batched_data
     config, model = trainer.config, trainer.model
     if config["eval_type"] != EvaluatorType.RANKING or not scores_candidates_from_full_sort(model):
@@ -38,17 +39,21 @@ def sampled_scores(trainer, batched_data, recbole_scoring):
         model.sampled_scores_from_full_sort = False
         return recbole_scoring(batched_data)
     user_scores = user_scores.view(len(first_row), -1)
-    rows, items = row_idx.to(trainer.device), interaction[config["ITEM_ID_FIELD"]].to(trainer.device)
+    rows, items = (
+        row_idx.to(trainer.device),
+        interaction[config["ITEM_ID_FIELD"]].to(trainer.device),
+    )
     scores = torch.full_like(user_scores, -np.inf)
     scores[rows, items] = user_scores[rows, items]
     return interaction, scores, positive_u, positive_i
 
 
 def staged_full_sort(trainer, batched_data, recbole_scoring):
-    """A model whose full sort works in stages (hook ``full_sort_predict_excluding``: ALLMRec) must not
-    spend its stages on items the protocol scores ``-inf`` afterwards: it is called with exactly the
-    items ``eval_mask_history`` masks (the target never; all False without masking), and the mask is
-    applied to its scores as to every model's. Other models: ``recbole_scoring(batched_data)``."""
+    """A model whose full sort works in stages (hook ``full_sort_predict_excluding``: ALLMRec) must
+    not spend its stages on items the protocol scores ``-inf`` afterwards: it is called with exactly
+    the items ``eval_mask_history`` masks (the target never; all False without masking), and the
+    mask is applied to its scores as to every model's. Other models:
+    ``recbole_scoring(batched_data)``."""
     rank_excluding = model_hook(trainer.model, "full_sort_predict_excluding")
     if rank_excluding is None:
         return recbole_scoring(batched_data)

@@ -1,8 +1,9 @@
-"""Item embeddings of a FROZEN encoder, computed once into ``<checkpoint_dir>/item_embedding_cache/`` and
-reused across runs, named by a SHA-256 of (encoder identity, text template, every item text). Beside
-``<key>.pt`` (loaded ``weights_only``) sits ``<key>.json`` (shape, dtype, keyed SHA-256), written atomically after
-it. A file that does not load or match float32 ``[texts, dim]`` and its sidecar is named in a warning and
-recomputed: a damaged cache costs one recomputation, never wrong embeddings.
+"""Item embeddings of a FROZEN encoder, computed once into
+``<checkpoint_dir>/item_embedding_cache/`` and reused across runs, named by a SHA-256 of (encoder
+identity, text template, every item text). Beside ``<key>.pt`` (loaded ``weights_only``) sits
+``<key>.json`` (shape, dtype, keyed SHA-256), written atomically after it. A file that does not load
+or match float32 ``[texts, dim]`` and its sidecar is named in a warning and recomputed: a damaged
+cache costs one recomputation, never wrong embeddings.
 """
 
 import hashlib
@@ -20,14 +21,21 @@ CACHE_SUBDIR = "item_embedding_cache"
 
 
 def encoder_identity(model, path):
-    """What identifies a loaded encoder's outputs: its source, class, config, dtype and weight files."""
-    identity = {"path": os.path.realpath(path) if os.path.isdir(path) else path,
-                "class": type(model).__name__, "config": model.config.to_json_string(use_diff=False),
-                "dtype": str(next(model.parameters()).dtype)}
+    """What identifies a loaded encoder's outputs: its source, class, config, dtype and weight
+    files."""
+    identity = {
+        "path": os.path.realpath(path) if os.path.isdir(path) else path,
+        "class": type(model).__name__,
+        "config": model.config.to_json_string(use_diff=False),
+        "dtype": str(next(model.parameters()).dtype),
+    }
     if os.path.isdir(path):  # a local checkpoint can be overwritten in place: fingerprint its files
-        identity["files"] = sorted((name, entry.st_size, entry.st_mtime_ns) for name in os.listdir(path)
-                                   if os.path.isfile(os.path.join(path, name))
-                                   for entry in [os.stat(os.path.join(path, name))])
+        identity["files"] = sorted(
+            (name, entry.st_size, entry.st_mtime_ns)
+            for name in os.listdir(path)
+            if os.path.isfile(os.path.join(path, name))
+            for entry in [os.stat(os.path.join(path, name))]
+        )
     return json.dumps(identity, sort_keys=True, default=str)
 
 
@@ -46,9 +54,9 @@ KEY_BYTES = 32
 
 def cache_key_secret():
     """The secret keying the cache's checksums: 32 random bytes in a file outside ``checkpoint_dir``
-    (``$RECBOLE_LLMSREC_CACHE_KEY``, default ``~/.config/recbole_llmsrec/cache.key``), created mode 0600
-    on first use. Someone who can write ``checkpoint_dir`` but not this file cannot make a changed
-    tensor pass: an unkeyed SHA-256 they could recompute."""
+    (``$RECBOLE_LLMSREC_CACHE_KEY``, default ``~/.config/recbole_llmsrec/cache.key``), created mode
+    0600 on first use. Someone who can write ``checkpoint_dir`` but not this file cannot make a
+    changed tensor pass: an unkeyed SHA-256 they could recompute."""
     path = os.path.expanduser(os.environ.get(KEY_FILE_VARIABLE, DEFAULT_KEY_FILE))
     key = _read_key(path)
     if key is None:  # absent, or not 32 bytes (damaged): a complete one replaces it atomically
@@ -118,36 +126,54 @@ def _load_checked(path, rows):
     return tensor, None
 
 
-def cached_item_embeddings(texts, encode, *, cache_dir, encoder_id, template, batches,
-                           show_progress=False, desc="Encoding item texts"):
-    """Float ``[len(texts), dim]`` embeddings of ``texts`` by the frozen ``encode`` (``list[str] -> Tensor``),
-    from the cache under ``cache_dir`` when valid; ``batches``: the rows of each forward, every row once."""
+def cached_item_embeddings(
+    texts,
+    encode,
+    *,
+    cache_dir,
+    encoder_id,
+    template,
+    batches,
+    show_progress=False,
+    desc="Encoding item texts",
+):
+    """Float ``[len(texts), dim]`` embeddings of ``texts`` by the frozen ``encode`` (``list[str] ->
+    Tensor``), from the cache under ``cache_dir`` when valid; ``batches``: the rows of each forward,
+    every row once."""
     path = os.path.join(cache_dir, CACHE_SUBDIR, f"{cache_key(encoder_id, template, texts)}.pt")
     if os.path.isfile(path):
         embeddings, problem = _load_checked(path, len(texts))
         if problem is None:
             getLogger().info(f"Item embeddings read from the cache {path}")
             return embeddings
-        getLogger(__name__).warning(f"Item embedding cache {path} is invalid, recomputing: {problem}")
-    getLogger().info(f"Encoding {len(texts)} item texts with the frozen encoder into the cache {path}")
+        getLogger(__name__).warning(
+            f"Item embedding cache {path} is invalid, recomputing: {problem}"
+        )
+    getLogger().info(
+        f"Encoding {len(texts)} item texts with the frozen encoder into the cache {path}"
+    )
 
-    progress = tqdm(total=len(texts), desc=desc, disable=not show_progress)
+    embeddings = _encode_in_batches(texts, encode, batches, show_progress, desc)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    meta = {
+        "shape": list(embeddings.shape),
+        "dtype": str(embeddings.dtype),
+        "hmac_sha256": _checksum(embeddings),
+    }
+    atomic_torch_save(embeddings, path)
+    # the sidecar last: only now does the pair validate
+    atomic_write(_sidecar(path), lambda partial: _write_json(meta, partial))
+    return embeddings
 
-    @torch.no_grad()
-    def encode_rows(rows):
-        progress.update(len(rows))
-        return encode([texts[i] for i in rows]).detach().float().cpu()
 
+@torch.no_grad()
+def _encode_in_batches(texts, encode, batches, show_progress, desc):
+    """``encode`` over ``batches`` (row lists; every row once), float32 on CPU in the rows'
+    order."""
     order = torch.tensor([row for batch in batches for row in batch])
     if not torch.equal(order.sort().values, torch.arange(len(texts))):
         raise ValueError("batches must hold every row of texts exactly once.")
-    embeddings = torch.cat([encode_rows(batch) for batch in batches])[torch.argsort(order)]
-    progress.close()
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    meta = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype),
-            "hmac_sha256": _checksum(embeddings)}
-    atomic_torch_save(embeddings, path)
-    atomic_write(_sidecar(path), lambda partial: _write_json(meta, partial))  # the pair now validates
-    return embeddings
-
+    parts = []
+    for batch in tqdm(batches, desc=desc, disable=not show_progress):
+        parts.append(encode([texts[i] for i in batch]).detach().float().cpu())
+    return torch.cat(parts)[torch.argsort(order)]

@@ -1,10 +1,10 @@
 """Fixes for RecBole 1.2.1 on today's numpy, torch and pandas, and for the steps of it that made two
-models see other data: one module per fix, each saying what RecBole does wrong, since which version it
-is targeted and which test shows it fixed (README "RecBole 1.2.1 on today's stack").
+models see other data: one module per fix, each saying what RecBole does wrong, since which version
+it is targeted and which test shows it fixed (README "RecBole 1.2.1 on today's stack").
 
-``install()`` applies them all, once per process. It is the plugin's only change to other code, and it is
-called explicitly: ``Config.__init__`` calls it first (every run, of RecBole's models too, builds a
-``Config`` before anything else). Importing this package changes nothing.
+``install()`` applies them all, once per process. It is the plugin's only change to other code, and
+it is called explicitly: ``Config.__init__`` calls it first (every run, of RecBole's models too,
+builds a ``Config`` before anything else). Importing this package changes nothing.
 """
 
 from recbole_llmsrec.recbole_fixes import (

@@ -1,11 +1,12 @@
-"""torch >= 2.6 loads checkpoints with ``weights_only=True``, and RecBole 1.2.1's cannot be read that
-way: ``Trainer._save_checkpoint`` pickles with protocol 4, and its ``Config`` holds class objects (the
-model class), so ``evaluate(load_best_model=True)`` and resuming fail. Fixed: checkpoints are written
-with torch's default protocol; ``Config`` pickles its model class by NAME and, when read, looks the name
-up in the plugin's and RecBole's model tables (``registry.registered_model_class``), never importing a
-module a file names (a crafted checkpoint could otherwise run code); ``Config`` and RecBole's enums are
-allowed to the weights-only unpickler. Targets RecBole 1.2.1 with torch >= 2.6; tested in
-``tests/test_pipeline.py`` and ``tests/test_safety.py``.
+"""torch >= 2.6 loads checkpoints with ``weights_only=True``, and RecBole 1.2.1's cannot be read
+that way: ``Trainer._save_checkpoint`` pickles with protocol 4, and its ``Config`` holds class
+objects (the model class), so ``evaluate(load_best_model=True)`` and resuming fail. Fixed:
+checkpoints are written with torch's default protocol; ``Config`` pickles its model class by NAME
+and, when read, looks the name up in the plugin's and RecBole's model tables
+(``registry.registered_model_class``), never importing a module a file names (a crafted checkpoint
+could otherwise run code); ``Config`` and RecBole's enums are allowed to the weights-only unpickler.
+Targets RecBole 1.2.1 with torch >= 2.6; tested in ``tests/test_pipeline.py`` and
+``tests/test_safety.py``.
 """
 
 import torch
@@ -30,7 +31,11 @@ def config_getstate(self):
     one-process one (loadable anywhere)."""
     state = dict(self.__dict__)
     if not self.final_config_dict.get("single_spec", True):
-        state["final_config_dict"] = {**self.final_config_dict, "single_spec": True, "world_size": 1}
+        state["final_config_dict"] = {
+            **self.final_config_dict,
+            "single_spec": True,
+            "world_size": 1,
+        }
     state.pop("yaml_loader", None)
     model_class = state.pop("model_class", None)
     state["model_class_name"] = None if model_class is None else model_class.__name__
@@ -50,8 +55,8 @@ def config_setstate(self, state):
 
 
 def save_checkpoint(self, epoch, verbose=True, **kwargs):
-    """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol and the best score
-    as a float."""
+    """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol and the best
+    score as a float."""
     if not self.config["single_spec"] and self.config["local_rank"] != 0:
         return
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)

@@ -1,7 +1,8 @@
-"""RecBole 1.2.1's ``ensure_dir`` checks ``os.path.exists`` and then calls ``os.makedirs``: two processes
-starting together (``torchrun``, two runs sharing ``saved/``) race, and the second fails with
-FileExistsError. Each module that imported it gets ``os.makedirs(path, exist_ok=True)`` instead.
-Targets RecBole 1.2.1; tested in ``tests/test_distributed.py`` (``os.path.exists`` always False).
+"""RecBole 1.2.1's ``ensure_dir`` checks ``os.path.exists`` and then calls ``os.makedirs``: two
+processes starting together (``torchrun``, two runs sharing ``saved/``) race, and the second fails
+with FileExistsError. Each module that imported it gets ``os.makedirs(path, exist_ok=True)``
+instead. Targets RecBole 1.2.1; tested in ``tests/test_distributed.py`` (``os.path.exists`` always
+False).
 """
 
 import importlib

@@ -1,15 +1,16 @@
 """RecBole 1.2.1 gives every row of a loaded ``.item`` (``.user``) file an id, also to items no kept
-interaction references (after ``user_inter_num_interval``, say): a model that loads item text then ranked
-items nobody interacted with, and its negatives came from another id space, so two models under the same
-config files saw other catalogues. Such rows are dropped before ids are given, and the log says how many;
-interactions whose item has no ``.item`` row (RecBole drops them under ``filter_inter_by_user_or_item``)
-are counted in a warning instead of vanishing silently. Targets RecBole 1.2.1; tested in
-``tests/test_same_data.py``.
+interaction references (after ``user_inter_num_interval``, say): a model that loads item text then
+ranked items nobody interacted with, and its negatives came from another id space, so two models
+under the same config files saw other catalogues. Such rows are dropped before ids are given, and
+the log says how many; interactions whose item has no ``.item`` row (RecBole drops them under
+``filter_inter_by_user_or_item``) are counted in a warning instead of vanishing silently. Targets
+RecBole 1.2.1; tested in ``tests/test_same_data.py``.
 """
 
 from logging import getLogger
 
 from recbole.data.dataset import Dataset
+
 
 def _drop_unreferenced_rows(dataset, feat_name, field, noun):
     feat = getattr(dataset, feat_name, None)
@@ -40,8 +41,10 @@ def filter_inter_by_user_or_item(self, recbole_filter):
     dropped = before - len(self.inter_feat)
     if dropped:
         getLogger().warning(
-            f"{self.dataset_name}: {dropped} of {before} interactions dropped because their user or "
-            "item has no row in the .user/.item file (filter_inter_by_user_or_item: True; set it to "
+            f"{self.dataset_name}: {dropped} of {before} interactions dropped because their user "
+            "or "
+            "item has no row in the .user/.item file (filter_inter_by_user_or_item: True; set it "
+            "to "
             "False to keep them)"
         )
 

@@ -1,6 +1,7 @@
-"""RecBole 1.2.1's ``Config`` assigns ``np.float = np.float_`` (and ``complex_``, ``unicode_``), aliases
-numpy 2.0 removed: building any config fails with an AttributeError. The removed aliases are restored
-(to the types they named). Targets RecBole 1.2.1 with numpy >= 2; every test builds a Config.
+"""RecBole 1.2.1's ``Config`` assigns ``np.float = np.float_`` (and ``complex_``, ``unicode_``),
+aliases numpy 2.0 removed: building any config fails with an AttributeError. The removed aliases are
+restored (to the types they named). Targets RecBole 1.2.1 with numpy >= 2; every test builds a
+Config.
 """
 
 import numpy as np

@@ -1,7 +1,7 @@
 """RecBole 1.2.1 warns on every run under pandas 2.x and torch >= 2.4 (chained assignment,
 ``Series.agg(len)``, ``torch.cuda.amp``): noise that hides the plugin's own warnings. Exactly these
-messages, from RecBole's modules only, are ignored (``setup.cfg`` lists the same for pytest, which resets
-filters per test).
+messages, from RecBole's modules only, are ignored (``setup.cfg`` lists the same for pytest, which
+resets filters per test).
 """
 
 import warnings
@@ -15,4 +15,6 @@ RECBOLE_NOISE = (
 
 def install():
     for message in RECBOLE_NOISE:
-        warnings.filterwarnings("ignore", message=message, category=FutureWarning, module=r"recbole\.")
+        warnings.filterwarnings(
+            "ignore", message=message, category=FutureWarning, module=r"recbole\."
+        )

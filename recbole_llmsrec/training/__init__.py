@@ -1,1 +1,2 @@
-"""The trainer of every model run through the plugin (``trainer``) and its schedules (``schedule``)."""
+"""The trainer of every model run through the plugin (``trainer``) and its schedules
+(``schedule``)."""

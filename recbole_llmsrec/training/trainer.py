@@ -1,16 +1,15 @@
 """The plugin's ``Trainer``: RecBole's ``Trainer`` with the plugin's evaluation protocol, schedules,
 distribution and checkpoints, one class for every model run through the plugin (README "Training").
 
-With one process and the schedule keys unset it trains exactly as RecBole's. A plugin model's trainer
-derives from it; a RecBole trainer class ``T`` (``KGATTrainer``, say) is used as ``T`` placed before
-this class in one subclass (``extend_trainer``), so that ``T``'s own steps run and its calls to
-``super()`` reach the plugin's loop, evaluation and saving.
+With one process and the schedule keys unset it trains exactly as RecBole's. A plugin model's
+trainer derives from it; a RecBole trainer class ``T`` (``KGATTrainer``, say) is used as ``T``
+placed before this class in one subclass (``extend_trainer``), so that ``T``'s own steps run and its
+calls to ``super()`` reach the plugin's loop, evaluation and saving.
 """
 
 import functools
 import math
 
-import torch
 import torch.distributed as dist
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -18,7 +17,12 @@ from recbole.utils import set_color
 
 from recbole_llmsrec import registry
 from recbole_llmsrec.checkpoints import data_ids, load_checkpoint, unique_checkpoint_path
-from recbole_llmsrec.distribution.process_group import from_rank0, is_distributed, rank, wait_for_rank0
+from recbole_llmsrec.distribution.process_group import (
+    from_rank0,
+    is_distributed,
+    rank,
+    wait_for_rank0,
+)
 from recbole_llmsrec.distribution.training import (
     TRAINERS_WITH_OWN_LOOP,
     accumulation_steps,
@@ -49,13 +53,17 @@ class Trainer(RecBoleTrainer):
       results, ``eval_item_groups`` and per-row values (``evaluation.results``);
     - schedule (LLM-SRec's, spec ``llmsrec.md`` §6, for any model): ``validations_per_epoch`` k cuts
       each epoch in k parts, so RecBole's epoch counter, ``eval_step`` and ``stopping_step`` count
-      validations (the original validated ~11 times per epoch); ``lr_decay_per_validation`` gamma: LR
-      ``learning_rate * gamma ** i`` after validation i; ``adam_betas`` (RecBole's optimizer has none);
-    - distribution: the training loop of ``distribution.training``, FSDP sharding, rank 0's checkpoint
+      validations (the original validated ~11 times per epoch); ``lr_decay_per_validation`` gamma:
+      LR ``learning_rate * gamma ** i`` after validation i; ``adam_betas`` (RecBole's optimizer has
+      none);
+    - distribution: the training loop of ``distribution.training``, FSDP sharding, rank 0's
+    checkpoint
       name, best-model loading from a memory-mapped file;
-    - checkpoints: ``{model}-{time}-{random}.pth`` (two runs started in the same second wrote one file),
-      written atomically by rank 0, loaded without running code, carrying ``data_ids`` (the ids of the
-      data trained on: set by ``run_recbole`` with the fingerprint, else taken from the training split).
+    - checkpoints: ``{model}-{time}-{random}.pth`` (two runs started in the same second wrote one
+    file),
+      written atomically by rank 0, loaded without running code, carrying ``data_ids`` (the ids of
+      the data trained on: set by ``run_recbole`` with the fingerprint, else taken from the training
+      split).
     """
 
     data_ids = None
@@ -97,10 +105,19 @@ class Trainer(RecBoleTrainer):
     def _decay_learning_rate(self, validations):
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * self.config["lr_decay_per_validation"] ** validations
+            group["lr"] = (
+                group["initial_lr"] * self.config["lr_decay_per_validation"] ** validations
+            )
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
-            callback_fn=None):
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn=None,
+    ):
         if self.data_ids is None:
             self.data_ids = data_ids(train_data._dataset)
         parts = epoch_parts(self.config, train_data)
@@ -114,8 +131,14 @@ class Trainer(RecBoleTrainer):
             )
         if self.config["lr_decay_per_validation"] not in (None, 1, 1.0) and self.eval_step > 0:
             callback_fn = self._decaying(callback_fn)
-        return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
-                           show_progress=show_progress, callback_fn=callback_fn)
+        return super().fit(
+            train_data,
+            valid_data,
+            verbose=verbose,
+            saved=saved,
+            show_progress=show_progress,
+            callback_fn=callback_fn,
+        )
 
     def _decaying(self, then):
         """The validation callback that decays the learning rate, then calls ``then``."""
@@ -191,14 +214,15 @@ class Trainer(RecBoleTrainer):
         return scoring.staged_full_sort(self, batched_data, super()._full_sort_batch_eval)
 
     def per_user_values(self, eval_data):
-        """The last evaluation's per-row values of every top-k metric, with each row's user token."""
+        """The last evaluation's per-row values of every top-k metric, with each row's user
+        token."""
         return per_user_values(self.evaluator, eval_data)
 
 
 @functools.cache
 def extend_trainer(trainer_class):
-    """``trainer_class`` with the plugin's ``Trainer`` behind it (RecBole's trainers that do not derive
-    from its ``Trainer``, e.g. the decision-tree ones, are returned unchanged)."""
+    """``trainer_class`` with the plugin's ``Trainer`` behind it (RecBole's trainers that do not
+    derive from its ``Trainer``, e.g. the decision-tree ones, are returned unchanged)."""
     if not issubclass(trainer_class, RecBoleTrainer) or issubclass(trainer_class, Trainer):
         return trainer_class
     if trainer_class is RecBoleTrainer:
@@ -211,8 +235,8 @@ def extend_trainer(trainer_class):
 
 
 def get_trainer(model_type, model_name):
-    """The trainer of ``model_name``: its registry entry's, the plugin's ``Trainer`` for a plugin model
-    without one, else RecBole's choice through ``extend_trainer``."""
+    """The trainer of ``model_name``: its registry entry's, the plugin's ``Trainer`` for a plugin
+    model without one, else RecBole's choice through ``extend_trainer``."""
     own = registry.trainer_class(model_name)
     if own is not None:
         return own

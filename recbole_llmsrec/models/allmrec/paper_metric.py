@@ -1,10 +1,12 @@
 """A-LLMRec's own metric, for comparing with the paper: free greedy generation, Hit@1 among 1 + 19.
 
-    python -m recbole_llmsrec.models.allmrec.paper_metric saved/ALLMRec-<time>.pth [--max-users 10000]
+    python -m recbole_llmsrec.models.allmrec.paper_metric saved/ALLMRec-<time>.pth [--max-users
+    10000]
 
-Per test user (seeded sample beyond ``--max-users``): the last 10 items, 20 candidates (the test item and
-19 seeded unseen items); the greedy answer's first double-quoted text, normalised, must EXACTLY match a
-candidate title (the original matched substrings: "Up" hit any answer containing "up").
+Per test user (seeded sample beyond ``--max-users``): the last 10 items, 20 candidates (the test
+item and 19 seeded unseen items); the greedy answer's first double-quoted text, normalised, must
+EXACTLY match a candidate title (the original matched substrings: "Up" hit any answer containing
+"up").
 """
 
 import argparse
@@ -73,14 +75,17 @@ def main(argv=None):
         candidates = model.candidate_order([target] + negatives)
         answer = extract_answer(model.generate_answer(row, candidates, args.max_new_tokens))
         matched = matched_candidates(answer, candidates, model.titles)
-        shared_target += len(matched_candidates(normalise(model.titles[target]), candidates,
-                                                model.titles)) > 1
+        shared_target += (
+            len(matched_candidates(normalise(model.titles[target]), candidates, model.titles)) > 1
+        )
         unmatched += not matched
         hits += target in matched
     n = len(users)
-    print(f"users: {n}\nHit@1 (exact normalised title match): {hits / n:.4f}\n"
-          f"answers matching no candidate: {unmatched / n:.4f}\n"
-          f"users whose target title is shared by another candidate: {shared_target}")
+    print(
+        f"users: {n}\nHit@1 (exact normalised title match): {hits / n:.4f}\n"
+        f"answers matching no candidate: {unmatched / n:.4f}\n"
+        f"users whose target title is shared by another candidate: {shared_target}"
+    )
     return hits / n
 
 

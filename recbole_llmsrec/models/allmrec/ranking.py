@@ -1,25 +1,27 @@
-"""Scoring a user's candidates by the LLM in one forward (A-LLMRec's ranking, README "ALLMRec"): each
-prompt is followed by the token trie of its candidates' answers, a trie token attending to its prompt
-and its ancestors only, so each answer scores exactly as if teacher-forced alone."""
+"""Scoring a user's candidates by the LLM in one forward (A-LLMRec's ranking, README "ALLMRec"):
+each prompt is followed by the token trie of its candidates' answers, a trie token attending to its
+prompt and its ancestors only, so each answer scores exactly as if teacher-forced alone."""
 
 import torch
 import torch.nn.functional as F
 
+
 def prompts_with_tries(rows, pad_id):
-    """Right-padded ids, positions and [B, 1, T, T] allowed-attention mask of ``rows`` ``(prompt ids, trie
-    tokens, trie parents)`` (parent -1: the prompt); a trie token sees the prompt, its ancestors and
-    itself, at position len(prompt) + its depth."""
+    """Right-padded ids, positions and [B, 1, T, T] allowed-attention mask of ``rows`` ``(prompt
+    ids, trie tokens, trie parents)`` (parent -1: the prompt); a trie token sees the prompt, its
+    ancestors and itself, at position len(prompt) + its depth."""
     length = max(len(prompt) + len(trie) for prompt, trie, _ in rows)
-    length += -length % 16          # a mask row aligned for SDPA's memory-efficient kernel
+    length += -length % 16  # a mask row aligned for SDPA's memory-efficient kernel
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     positions = torch.zeros(len(rows), length, dtype=torch.long)
-    allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)   # padding sees itself only
-    seen = [], [], []                     # (row, trie token, ancestor-or-self) index triples
+    # padding sees itself only
+    allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)
+    seen = [], [], []  # (row, trie token, ancestor-or-self) index triples
     for row, (prompt, trie, parents) in enumerate(rows):
         start = len(prompt)
         ids[row, : start + len(trie)] = torch.tensor(prompt + trie)
         allowed[row, :start, :start] = torch.ones(start, start, dtype=torch.bool).tril()
-        allowed[row, start:start + len(trie), :start] = True
+        allowed[row, start : start + len(trie), :start] = True
         lineage = []
         for node, parent in enumerate(parents):
             lineage.append((lineage[parent] if parent >= 0 else []) + [start + node])
@@ -27,13 +29,15 @@ def prompts_with_tries(rows, pad_id):
             seen[1].extend([start + node] * len(lineage[-1]))
             seen[2].extend(lineage[-1])
         positions[row, : start + len(trie)] = torch.tensor(
-            list(range(start)) + [start + len(line) - 1 for line in lineage])
+            list(range(start)) + [start + len(line) - 1 for line in lineage]
+        )
     allowed[seen] = True
     return ids, positions, allowed.unsqueeze(1)
 
 
 def pad_with_answers(prompts, answers, pad_id, device):
-    """Right-padded ``prompt + answer`` ids, mask, the positions predicting answer tokens and the tokens."""
+    """Right-padded ``prompt + answer`` ids, mask, the positions predicting answer tokens and the
+    tokens."""
     length = max(len(p) + len(a) for p, a in zip(prompts, answers))
     ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), length, dtype=torch.long)
@@ -68,10 +72,11 @@ def answer_trie(answers):
 
 
 def answer_log_likelihoods(hidden, nodes, head, chunk_rows):
-    """Each answer's log-likelihood: the sum over its trie nodes of log p(node's token | the state that
-    predicts it). ``nodes``: per node its ``rows`` (batch row), ``predictors`` (position of the state
-    predicting it) and ``tokens``, and per answer its ``paths`` (node indices). The float32 vocabulary
-    projection (``head``) runs once per distinct predicting state, ``chunk_rows`` states at a time."""
+    """Each answer's log-likelihood: the sum over its trie nodes of log p(node's token | the state
+    that predicts it). ``nodes``: per node its ``rows`` (batch row), ``predictors`` (position of the
+    state predicting it) and ``tokens``, and per answer its ``paths`` (node indices). The float32
+    vocabulary projection (``head``) runs once per distinct predicting state, ``chunk_rows`` states
+    at a time."""
     device = hidden.device
     states, state_of_node = torch.unique(
         torch.tensor([nodes["rows"], nodes["predictors"]]), dim=1, return_inverse=True

@@ -1,6 +1,6 @@
 """ALLMRec's keys (defaults in ``ALLMRec.yaml``), checked by ``settings.check_settings``."""
 
-from recbole_llmsrec.cf_teacher.settings import TEACHER_SETTINGS
+from recbole_llmsrec.models.cf_teacher.settings import TEACHER_SETTINGS
 from recbole_llmsrec.settings import DTYPES, Setting, integer, number, text
 
 SETTINGS = [

@@ -4,4 +4,5 @@ from recbole_llmsrec.data.dataset import UserSequenceDataset
 
 
 class LLMSRecDataset(UserSequenceDataset):
-    """LLM-SRec trains one example per user per epoch: target = last training item (spec section 6)."""
+    """LLM-SRec trains one example per user per epoch: target = last training item (spec section
+    6)."""

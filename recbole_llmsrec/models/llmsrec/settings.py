@@ -1,6 +1,6 @@
 """LLMSRec's keys (defaults in ``LLMSRec.yaml``), checked by ``settings.check_settings``."""
 
-from recbole_llmsrec.cf_teacher.settings import TEACHER_SETTINGS
+from recbole_llmsrec.models.cf_teacher.settings import TEACHER_SETTINGS
 from recbole_llmsrec.settings import Setting, flag, integer, number, text
 
 SETTINGS = [

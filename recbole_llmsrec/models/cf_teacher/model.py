@@ -1,5 +1,6 @@
 """The base class of the LLM-with-CF-teacher family (LLM-SRec, A-LLMRec): a frozen CF teacher
-(``stage0``), a frozen causal LLM whose prompts hold soft tokens, and the pieces both build alike."""
+(``stage0``), a frozen causal LLM whose prompts hold soft tokens, and the pieces both build
+alike."""
 
 from logging import getLogger
 
@@ -7,7 +8,6 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llmsrec.cf_teacher.stage0 import build_teacher, user_representation
 from recbole_llmsrec.data.dataset import sample_unseen_items, training_history
 from recbole_llmsrec.distribution.process_group import rank
 from recbole_llmsrec.hooks import ModelHooks, TeacherStudentHooks
@@ -18,17 +18,18 @@ from recbole_llmsrec.llm.loading import (
     require_causal,
     uses_gradient_checkpointing,
 )
+from recbole_llmsrec.models.cf_teacher.stage0 import build_teacher, user_representation
 from recbole_llmsrec.settings import require_at_least
 
 
 class LLMWithCFTeacher(FrozenLLMNotSaved, TeacherStudentHooks, ModelHooks, SequentialRecommender):
-    """A RecBole sequential model with ``self.cf_model`` (the frozen teacher, always in eval mode: the
-    originals left its dropout on), ``self.llm``/``self.tokenizer`` (frozen, from ``llm_path``; left
-    out of checkpoints) and, for its prompts, ``soft_tokens`` added to the tokenizer as special
-    tokens (``self.soft_token_ids``). Also: ``history_max_items``, the training history for negatives
-    drawn per rank (``sample_negatives``), and the LLM's context for prompts (``max_prompt_tokens``;
-    ``note_prompt_cut`` counts the prompts cut to fit). ``llm_kind``: ``"base"`` (no LM head) or
-    ``"causal_lm"``."""
+    """A RecBole sequential model with ``self.cf_model`` (the frozen teacher, always in eval mode:
+    the originals left its dropout on), ``self.llm``/``self.tokenizer`` (frozen, from ``llm_path``;
+    left out of checkpoints) and, for its prompts, ``soft_tokens`` added to the tokenizer as special
+    tokens (``self.soft_token_ids``). Also: ``history_max_items``, the training history for
+    negatives drawn per rank (``sample_negatives``), and the LLM's context for prompts
+    (``max_prompt_tokens``; ``note_prompt_cut`` counts the prompts cut to fit). ``llm_kind``:
+    ``"base"`` (no LM head) or ``"causal_lm"``."""
 
     input_type = InputType.POINTWISE
     soft_tokens = ()
@@ -88,7 +89,8 @@ class LLMWithCFTeacher(FrozenLLMNotSaved, TeacherStudentHooks, ModelHooks, Seque
         """Refuse a tokenizer that split a soft token (``slots_match``: the slots counted right)."""
         if not slots_match:
             raise ValueError(
-                f"the tokenizer of {self.llm.name_or_path} did not keep the soft-token slots of the "
+                f"the tokenizer of {self.llm.name_or_path} did not keep the soft-token slots of "
+                "the "
                 "prompts as single special tokens."
             )
 
@@ -99,6 +101,7 @@ class LLMWithCFTeacher(FrozenLLMNotSaved, TeacherStudentHooks, ModelHooks, Seque
             getLogger().warning(
                 f"{type(self).__name__}: a prompt is longer than the LLM's context of "
                 f"{self.max_prompt_tokens} tokens: its oldest history items are left out until it "
-                f"fits ({what_stays} stay); the number of prompts cut is logged at the end of the run."
+                f"fits ({what_stays} stay); the number of prompts cut is logged at the end of the "
+                "run."
             )
         self.prompts_shortened += 1
