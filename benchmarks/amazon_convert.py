@@ -27,6 +27,7 @@ print(stats["lines read"], time.perf_counter() - start,
 
 
 def write_reviews(path, lines, seed=0, users=200_000, items=50_000):
+    """``lines`` seeded 2018-format reviews, users and items drawn from fixed pools."""
     rng = random.Random(seed)
     with open(path, "w") as f:
         for _ in range(lines):
@@ -44,55 +45,67 @@ def write_reviews(path, lines, seed=0, users=200_000, items=50_000):
             )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, nargs="+", default=[1_000_000, 2_000_000])
-    parser.add_argument("--bucket-records", type=int, default=500_000)
-    args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as work:
-        meta = os.path.join(work, "meta.json")
-        with open(meta, "w") as f:
-            for item in range(50_000):
-                f.write(
-                    json.dumps(
-                        {
-                            "asin": f"B{item:09d}",
-                            "title": f"Item {item}",
-                            "description": ["<p>Some description</p>"],
-                        }
-                    )
-                    + "\n"
+def write_meta(path, items=50_000):
+    """A metadata file with a title and a description for each of ``items`` items."""
+    with open(path, "w") as f:
+        for item in range(items):
+            f.write(
+                json.dumps(
+                    {
+                        "asin": f"B{item:09d}",
+                        "title": f"Item {item}",
+                        "description": ["<p>Some description</p>"],
+                    }
                 )
-        for lines in args.lines:
-            reviews = os.path.join(work, f"reviews_{lines}.json")
-            write_reviews(reviews, lines)
-            size_mb = os.path.getsize(reviews) / 2**20
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    CHILD,
-                    reviews,
-                    meta,
-                    os.path.join(work, "out"),
-                    str(args.bucket_records),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
+                + "\n"
             )
-            read, seconds, peak_mb, kept = out.stdout.split()[-4:]
-            rows.append((lines, size_mb, float(read) / float(seconds), float(peak_mb), int(kept)))
-            os.remove(reviews)
+
+
+def convert(work, meta, lines, bucket_records):
+    """One table row: convert a synthetic file of ``lines`` reviews in a child process."""
+    reviews = os.path.join(work, f"reviews_{lines}.json")
+    write_reviews(reviews, lines)
+    size_mb = os.path.getsize(reviews) / 2**20
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            reviews,
+            meta,
+            os.path.join(work, "out"),
+            str(bucket_records),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    read, seconds, peak_mb, kept = out.stdout.split()[-4:]
+    os.remove(reviews)
+    return lines, size_mb, float(read) / float(seconds), float(peak_mb), int(kept)
+
+
+def print_table(rows, bucket_records):
     print(
         f"\nAmazon 2018-format reviews -> RecBole atomic files, 5-core, bucket-records "
-        f"{args.bucket_records:,}, {os.cpu_count()} CPUs\n"
+        f"{bucket_records:,}, {os.cpu_count()} CPUs\n"
     )
     print("| review lines | file size | lines/s | peak RSS | interactions kept |")
     print("| --- | --- | --- | --- | --- |")
     for lines, size_mb, rate, peak_mb, kept in rows:
         print(f"| {lines:,} | {size_mb:,.0f} MB | {rate:,.0f} | {peak_mb:,.0f} MB | {kept:,} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, nargs="+", default=[1_000_000, 2_000_000])
+    parser.add_argument("--bucket-records", type=int, default=500_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        meta = os.path.join(work, "meta.json")
+        write_meta(meta)
+        rows = [convert(work, meta, lines, args.bucket_records) for lines in args.lines]
+    print_table(rows, args.bucket_records)
 
 
 if __name__ == "__main__":

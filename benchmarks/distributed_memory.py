@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, LlamaConfig, OPTConfig
 
-from recbole_llmsrec.layers import projection_mlp
+from recbole_llmsrec.llm.layers import projection_mlp
 
 SHAPES = {  # the LLM shapes of the papers' defaults
     "TinyLlama-1.1B": LlamaConfig(

@@ -211,9 +211,9 @@ def training_flops(model, tokens):
     )
 
 
-def print_header(args, config, model, real, device_name):
+def print_header(args, config, model, real, packed, device_name):
+    """The line above the table: texts, LLM shapes, device, batch and the Item LLM's batching."""
     params = model.item_llm.num_parameters() + model.user_llm.num_parameters()
-    packed = model.packs_texts(torch.device(args.device))
     print(
         f"\nHLLM on ml-100k ({args.texts} texts, mean {real / (model.n_items - 1):.0f} tokens), "
         f"{args.size} Llama x2 ({params / 1e6:.1f}M params in all, fp32 weights, "
@@ -243,9 +243,9 @@ def print_table(args, config, model, training, evaluation, n_users):
     train_time, sequences, tokens = training
     item_time, eval_time = evaluation
     real, padded = item_tokens(model)
-    packed = model.packs_texts(torch.device(args.device))
+    packed = model.packs_texts(torch.device(args.device))  # what _encode_batch does there
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print_header(args, config, model, real, device_name)
+    print_header(args, config, model, real, packed, device_name)
     print("| measure | value |\n| --- | --- |")
     print(
         f"| item texts encoded/s (eval, all {model.n_items - 1} items) | "

@@ -5,11 +5,11 @@ evaluation).
 
 Trains the model (RecBole's defaults) for one epoch on ml-100k as shipped with RecBole, then
 evaluates its test split in ``uni100`` and ``uni99`` (RecBole's negatives, and negatives outside the
-history) with RecBole's own
-``Trainer`` (``predict`` on one row per user and candidate) and with the trainer the plugin gives
-every model (``full_sort_predict`` once per user, candidates read from its row). The same negatives
-are drawn for both (the sampler is re-seeded before each run), and the table says whether the
-metrics are equal. Times are the best of ``--repeats`` runs, data loading included.
+history) with RecBole's own ``Trainer`` (``predict`` on one row per user and candidate) and with the
+trainer the plugin gives every model (``full_sort_predict`` once per user, candidates read from its
+row). The same negatives are drawn for both (the sampler is re-seeded before each run), and the
+table says whether the metrics are equal. Times are the best of ``--repeats`` runs, data loading
+included.
 """
 
 import argparse
@@ -23,10 +23,13 @@ from recbole.utils import init_seed
 
 from recbole_llmsrec import Config, get_model, get_trainer
 from recbole_llmsrec.data.dataset import create_dataset
-from recbole_llmsrec.evaluation import data_preparation
+from recbole_llmsrec.evaluation.loaders import data_preparation
+
+MODES = (("uni100", False), ("uni99", False), ("uni99", True))  # (mode, negatives outside history)
 
 
 def timed_evaluation(trainer, config, test_data, repeats):
+    """``(best seconds, last result)`` of ``repeats`` evaluations, each with the seed reset."""
     best, result = float("inf"), None
     for _ in range(repeats):
         # RecBole's sampler draws from np.random
@@ -38,6 +41,8 @@ def timed_evaluation(trainer, config, test_data, repeats):
 
 
 def build(model_name, workdir, **settings):
+    """``(config, (train, valid, test loaders))`` of ``model_name`` on ml-100k, with ``settings``
+    over this benchmark's defaults."""
     config = Config(
         model=model_name,
         dataset="ml-100k",
@@ -58,44 +63,59 @@ def build(model_name, workdir, **settings):
     return config, data_preparation(config, create_dataset(config))
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="SASRec")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    sys.argv = sys.argv[:1]
-    workdir = tempfile.mkdtemp()
-    os.chdir(workdir)
-    config, (train_data, _, _) = build(args.model, workdir)
-    model = get_model(args.model)(config, train_data._dataset)
-    get_trainer(config["MODEL_TYPE"], args.model)(config, model).fit(train_data, saved=False)
+    sys.argv = sys.argv[:1]  # RecBole's Config would read our flags as config keys
+    return args
 
-    rows = []
-    for mode, exclude in (("uni100", False), ("uni99", False), ("uni99", True)):
-        config, (_, _, test_data) = build(
-            args.model,
-            workdir,
-            eval_neg_exclude_history=exclude,
-            eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode},
-        )
-        plugin = get_trainer(config["MODEL_TYPE"], args.model)(config, model)
-        per_user, per_user_result = timed_evaluation(plugin, config, test_data, args.repeats)
-        per_row, per_row_result = timed_evaluation(
-            RecBoleTrainer(config, model), config, test_data, args.repeats
-        )
-        rows.append(
-            (
-                mode + (" outside history" if exclude else ""),
-                len(test_data._dataset),
-                per_row,
-                per_user,
-                per_row / per_user,
-                per_row_result == per_user_result,
-            )
-        )
-    config, (_, _, test_data) = build(args.model, workdir)
-    full_sort, _ = timed_evaluation(plugin, config, test_data, args.repeats)
 
+def plugin_trainer(config, model_name, model):
+    return get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+
+
+def train_model(model_name, workdir):
+    """The model trained for one epoch with RecBole's defaults."""
+    config, (train_data, _, _) = build(model_name, workdir)
+    model = get_model(model_name)(config, train_data._dataset)
+    plugin_trainer(config, model_name, model).fit(train_data, saved=False)
+    return model
+
+
+def compare(model_name, model, workdir, mode, exclude, repeats):
+    """One table row: per-row (RecBole) and per-user (plugin) evaluation of one sampled mode."""
+    config, (_, _, test_data) = build(
+        model_name,
+        workdir,
+        eval_neg_exclude_history=exclude,
+        eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode},
+    )
+    plugin = plugin_trainer(config, model_name, model)
+    per_user, per_user_result = timed_evaluation(plugin, config, test_data, repeats)
+    per_row, per_row_result = timed_evaluation(
+        RecBoleTrainer(config, model), config, test_data, repeats
+    )
+    return (
+        mode + (" outside history" if exclude else ""),
+        len(test_data._dataset),
+        per_row,
+        per_user,
+        per_row / per_user,
+        per_row_result == per_user_result,
+    )
+
+
+def full_sort_time(model_name, model, workdir, repeats):
+    """Best seconds of the plugin's full sort evaluation of the test split, for reference."""
+    config, (_, _, test_data) = build(model_name, workdir)
+    return timed_evaluation(plugin_trainer(config, model_name, model), config, test_data, repeats)[
+        0
+    ]
+
+
+def print_table(args, rows, full_sort):
     print(
         f"\n{args.model} on ml-100k, test split, {os.cpu_count()} CPU cores, best of "
         f"{args.repeats}; "
@@ -108,6 +128,17 @@ def main():
     print("| --- | --- | --- | --- | --- | --- |")
     for name, users, row_time, user_time, speedup, equal in rows:
         print(f"| {name} | {users} | {row_time:.2f} | {user_time:.2f} | {speedup:.1f}x | {equal} |")
+
+
+def main():
+    args = parse_args()
+    workdir = tempfile.mkdtemp()
+    os.chdir(workdir)
+    model = train_model(args.model, workdir)
+    rows = [
+        compare(args.model, model, workdir, mode, exclude, args.repeats) for mode, exclude in MODES
+    ]
+    print_table(args, rows, full_sort_time(args.model, model, workdir, args.repeats))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from recbole.utils import ModelType
+
 from recbole_llmsrec import registry
 
 PLUGIN = "plugin"  # ``Setting.models`` for a key every plugin model reads
@@ -295,8 +297,6 @@ def __getattr__(name):
 
 
 def _is_sequential(config):
-    from recbole.utils import ModelType  # RecBole loads only when a config is checked
-
     return config["MODEL_TYPE"] == ModelType.SEQUENTIAL
 
 

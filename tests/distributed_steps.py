@@ -35,6 +35,27 @@ TEACHER = {
 }
 
 
+def hllm_configs(common, llm_path):
+    """HLLM with its Item LLM frozen, and HLLM training both LLMs."""
+    hllm = {
+        **common,
+        "item_llm_path": llm_path,
+        "user_llm_path": llm_path,
+        "max_text_length": 16,
+        "num_negatives": 8,
+        "MAX_ITEM_LIST_LENGTH": 5,
+        "item_llm_dtype": "float32",
+        "user_llm_dtype": "float32",
+        "item_llm_gradient_checkpointing": False,
+        "user_llm_gradient_checkpointing": False,
+    }
+    return {
+        "HLLM-frozen": {**hllm, "freeze_item_llm": True},
+        # random tiny LLMs: every cosine is near 1, none may be masked
+        "HLLM": {**hllm, "item_encode_tokens": 64, "nce_threshold": 1.1},
+    }
+
+
 def configs(llm_path, opt_path, minilm_path, out):
     common = {
         "use_gpu": False,
@@ -65,34 +86,7 @@ def configs(llm_path, opt_path, minilm_path, out):
             "train_negatives": 4,
         },
         "ALLMRec": {**common, **llm, "llm_path": opt_path, "text_encoder_path": minilm_path},
-        "HLLM-frozen": {
-            **common,
-            "item_llm_path": llm_path,
-            "user_llm_path": llm_path,
-            "freeze_item_llm": True,
-            "max_text_length": 16,
-            "num_negatives": 8,
-            "MAX_ITEM_LIST_LENGTH": 5,
-            "item_llm_dtype": "float32",
-            "user_llm_dtype": "float32",
-            "item_llm_gradient_checkpointing": False,
-            "user_llm_gradient_checkpointing": False,
-        },
-        # random tiny LLMs: every cosine is near 1, none may be masked
-        "HLLM": {
-            **common,
-            "item_llm_path": llm_path,
-            "user_llm_path": llm_path,
-            "max_text_length": 16,
-            "num_negatives": 8,
-            "MAX_ITEM_LIST_LENGTH": 5,
-            "item_llm_dtype": "float32",
-            "user_llm_dtype": "float32",
-            "item_llm_gradient_checkpointing": False,
-            "user_llm_gradient_checkpointing": False,
-            "item_encode_tokens": 64,
-            "nce_threshold": 1.1,
-        },
+        **hllm_configs(common, llm_path),
     }
 
 

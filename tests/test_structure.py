@@ -5,6 +5,7 @@ hooks looked up only through ``recbole_llmsrec.hooks``, and the size limits
 import ast
 import io
 import pathlib
+import re
 import subprocess
 import sys
 import tokenize
@@ -242,3 +243,43 @@ def test_the_shared_core_stays_within_its_budget():
         if not {"models", "tools"} & set(p.relative_to(PACKAGE).parts)
     ]
     assert sum(code_lines(p) for p in core) <= MAX_CORE_CODE_LINES
+
+
+SPECS = ROOT / "docs" / "specs"
+NAMED = re.compile(
+    r"spec ``?(?P<file>[a-z]+\.md)``?(?: §| sections? | )?(?P<numbers>[0-9][0-9, -]*)?"
+)
+BARE = re.compile(r"spec (?:sections? )?(?P<numbers>[0-9][0-9, -]*)")
+SPEC_OF_FOLDER = {"llmsrec": "llmsrec.md", "allmrec": "allmrec.md", "hllm": "hllm.md"}
+
+
+def spec_sections(file):
+    text = (SPECS / file).read_text()
+    return {int(n) for n in re.findall(r"^## (\d+)\. ", text, re.M)}
+
+
+def cited_numbers(text):
+    numbers = set()
+    for part in re.split(r"[, ]+", text.strip(" ,-")):
+        low, _, high = part.partition("-")
+        if low.isdigit():
+            numbers |= set(range(int(low), int(high or low) + 1))
+    return numbers
+
+
+def test_every_spec_a_docstring_cites_is_in_docs_specs():
+    """ "spec llmsrec.md §6", "spec section 7" (the spec of the model folder the file is in): each
+    names a file of docs/specs/ and sections it has."""
+    unresolved = []
+    for path in list(PACKAGE.rglob("*.py")) + list(PACKAGE.rglob("*.yaml")):
+        text = " ".join(path.read_text().split())
+        folder = next((SPEC_OF_FOLDER[p] for p in path.parts if p in SPEC_OF_FOLDER), None)
+        for match in NAMED.finditer(text):
+            exists = (SPECS / match["file"]).is_file()
+            numbers = cited_numbers(match["numbers"] or "")
+            if not exists or not numbers <= spec_sections(match["file"]):
+                unresolved.append(f"{path.name}: {match[0]}")
+        for match in BARE.finditer(NAMED.sub("", text)):
+            if folder is None or not cited_numbers(match["numbers"]) <= spec_sections(folder):
+                unresolved.append(f"{path.name}: {match[0]}")
+    assert not unresolved

@@ -1,1 +1,2 @@
-"""Data pieces shared by the models: item text from RecBole's ``.item`` atomic files."""
+"""The plugin's data: its sequential dataset and ``create_dataset`` (``dataset``), item texts from
+RecBole's ``.item`` files (``item_text``) and the checks of atomic files (``atomic_files``)."""

@@ -1,8 +1,7 @@
 """RecBole 1.2.1's ``sequential_recommender/sine.py`` calls
 ``torch.autograd.set_detect_anomaly(True)`` when imported, which slows every backward of every model
 in the process several-fold. The package is imported once here, then anomaly detection is switched
-off. Targets RecBole 1.2.1 (any torch); tested in ``tests/test_pipeline.py``
-(``test_recbole_fixes_leave_anomaly_mode_off``).
+off. Targets RecBole 1.2.1 (any torch); tested in ``tests/test_recbole_fixes.py``.
 """
 
 import importlib

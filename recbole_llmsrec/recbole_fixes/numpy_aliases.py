@@ -1,7 +1,7 @@
 """RecBole 1.2.1's ``Config`` assigns ``np.float = np.float_`` (and ``complex_``, ``unicode_``),
 aliases numpy 2.0 removed: building any config fails with an AttributeError. The removed aliases are
-restored (to the types they named). Targets RecBole 1.2.1 with numpy >= 2; every test builds a
-Config.
+restored (to the types they named). Targets RecBole 1.2.1 with numpy >= 2; tested in
+``tests/test_recbole_fixes.py``.
 """
 
 import numpy as np

@@ -1,7 +1,8 @@
 """RecBole 1.2.1 warns on every run under pandas 2.x and torch >= 2.4 (chained assignment,
 ``Series.agg(len)``, ``torch.cuda.amp``): noise that hides the plugin's own warnings. Exactly these
 messages, from RecBole's modules only, are ignored (``setup.cfg`` lists the same for pytest, which
-resets filters per test).
+resets filters per test). Targets RecBole 1.2.1 with pandas 2.x and torch >= 2.4; tested in
+``tests/test_recbole_fixes.py``.
 """
 
 import warnings

@@ -37,7 +37,9 @@ def dataset_name(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m recbole_llmsrec.tools.amazon",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("reviews", help="reviews file ({Category}.json[l][.gz])")
     parser.add_argument("meta", help="metadata file (meta_{Category}.json[l][.gz])")
