@@ -17,6 +17,7 @@ from logging import getLogger
 import recbole.utils
 import torch
 
+from recbole_llmsrec import recbole_fixes
 from recbole_llmsrec.config import Config
 
 
@@ -25,7 +26,8 @@ def load_checkpoint(path, map_location="cpu", allow_unsafe=False):
     (pickle protocol 4) fails with the fix in the error, or with ``allow_unsafe`` (a trusted file)
     fully unpickles."""
     try:
-        # as Config() does: also where none was built
+        # what Config() does, also where none was built yet (RecBole's Config read by name)
+        recbole_fixes.install()
         torch.serialization.add_safe_globals([Config])
         return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except FileNotFoundError:

@@ -121,9 +121,12 @@ class Config(RecBoleConfig):
         self.plugin_config_dict = {}
         if not registry.is_plugin_model(model_class):
             return  # RecBole's own models get exactly RecBole's configuration
+        own = registry.entry_of(model).config_file
+        if own and not os.path.isfile(own):
+            raise FileNotFoundError(f"the YAML of {model}'s registry entry does not exist: {own}")
         for path in (
             os.path.join(self.properties_dir, "overall.yaml"),
-            registry.entry_of(model).config_file,
+            own,
             os.path.join(self.properties_dir, "dataset", f"{dataset}.yaml"),
         ):
             if path and os.path.isfile(path):

@@ -15,12 +15,12 @@ class ModelHooks:
     them and get these defaults; the plugin's models derive from this class."""
 
     #: Sampled evaluation may read a user's candidate scores from one ``full_sort_predict`` row
-    #: (``evaluation.scoring.sampled_scores``). False where that would change the scores (ALLMRec
-    # ranks : a user's candidates together in ``predict``).
+    #: (``evaluation.scoring.sampled_scores``). False where that would change the scores
+    #: (ALLMRec ranks a user's candidates together in ``predict``).
     sampled_scores_from_full_sort = True
 
     #: State-dict prefixes a checkpoint leaves out (rebuilt from files, e.g. a frozen LLM,
-    # ``"llm."``). : ``distributed_strategy: fsdp`` is refused for such models.
+    #: ``"llm."``). ``distributed_strategy: fsdp`` is refused for such models.
     unsaved_prefixes = ()
 
     #: How many prompts were cut to the LLM's context so far; logged at the end of a run.
@@ -30,12 +30,12 @@ class ModelHooks:
         """Called by the training loop (``distribution.training.train_epoch``) after every optimizer
         step, e.g. to clamp a parameter (HLLM's temperature). Returns nothing."""
 
-    #: ``full_sort_predict_excluding(interaction, excluded) -> [B, n_items] scores``, or None. A
-    # model : whose full sort works in stages (retrieve, then rerank a few: ALLMRec) defines it; the
-    #: evaluation layer (``evaluation.scoring.staged_full_sort``) then calls it instead of
-    #: ``full_sort_predict`` with ``excluded`` ([B, n_items] bool): exactly the items the protocol
-    #: scores -inf afterwards (``eval_mask_history``; the target never), so no stage is spent on
-    # them.
+    #: ``full_sort_predict_excluding(interaction, excluded) -> [B, n_items] scores``, or None.
+    #: A model whose full sort works in stages (retrieve, then rerank a few: ALLMRec) defines it;
+    #: the evaluation layer (``evaluation.scoring.staged_full_sort``) then calls it instead of
+    #: ``full_sort_predict`` with ``excluded`` ([B, n_items] bool): exactly the items the
+    #: protocol scores -inf afterwards (``eval_mask_history``; the target never), so no stage is
+    #: spent on them.
     full_sort_predict_excluding = None
 
 
@@ -94,6 +94,30 @@ class StagedTrainerHooks:
     def run_pending_stages(self, train_data, show_progress):
         """Called at the start of ``fit``: trains or loads every stage before the model's own
         training that is not done yet (the CF teacher; A-LLMRec's alignment). Returns nothing."""
+
+
+class SplitAttributes:
+    """What the plugin's data layer attaches to RecBole's splits and loaders, read through
+    ``split_attribute`` (None where absent: RecBole's own splits and loaders)."""
+
+    #: users x items CSR of every training interaction, on a training split built by
+    #: ``data.dataset.UserSequenceDataset`` (which keeps one row or window per user, so the rows no
+    #: longer hold them all): read for negatives and the protocol's histories.
+    history_matrix = None
+
+    #: Each item's number of training users, on the valid and test loaders of
+    #: ``evaluation.loaders.data_preparation`` with ``eval_item_groups``: read by the trainer.
+    item_train_counts = None
+
+
+SPLIT_ATTRIBUTES = ("history_matrix", "item_train_counts")
+
+
+def split_attribute(holder, name):
+    """The split's or loader's attribute ``name`` (one of ``SPLIT_ATTRIBUTES``), or None."""
+    if name not in SPLIT_ATTRIBUTES:
+        raise KeyError(f"{name!r} is not declared in recbole_llmsrec.hooks.SplitAttributes")
+    return getattr(holder, name, None)
 
 
 class SequenceDatasetHooks:

@@ -28,8 +28,9 @@ RECBOLE_MODEL_PACKAGES = (
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """One plugin model. ``model``, ``dataset`` and ``trainer`` are ``"module:Class"`` (or the class
-    itself); ``dataset``/``trainer`` ``None``: RecBole's ``SequentialDataset`` and the plugin's
-    ``Trainer``. ``settings``: a module with ``SETTINGS`` (the model's keys, ``settings.Setting``)
+    itself); ``dataset``/``trainer`` ``None``: RecBole's dataset class for the model's type and the
+    plugin's ``Trainer``. ``settings``: a module with ``SETTINGS`` (the model's keys,
+    ``settings.Setting``)
     and optionally ``check(config)``. ``config_file``: the YAML of the model's defaults. ``fsdp``:
     whether ``distributed_strategy: fsdp`` is allowed (models whose LLMs train)."""
 

@@ -289,9 +289,8 @@ def schema():
 
 
 def __getattr__(name):
-    if (
-        name == "SCHEMA"
-    ):  # the schema as a mapping, built when read (models may be registered later)
+    # the schema as a mapping, built when read (models may be registered later)
+    if name == "SCHEMA":
         return schema()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

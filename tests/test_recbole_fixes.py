@@ -68,3 +68,19 @@ def test_each_fix_says_what_breaks_its_target_and_its_test(fix):
     assert "RecBole 1.2.1" in doc
     tests = [word.strip("`.,();") for word in doc.split() if word.startswith("``tests/")]
     assert tests and all(pathlib.Path(FIXES.parent.parent, t).is_file() for t in tests), fix
+
+
+def test_a_plugin_checkpoint_loads_safely_in_a_fresh_process(tmp_path, small_sasrec_config):
+    """``load_checkpoint`` before any ``Config`` exists in the process (a separate evaluation
+    script): it installs what loading needs, never asking for ``allow_unsafe``."""
+    import torch
+
+    from recbole_llmsrec import Config
+
+    config = Config(model="SASRec", dataset="ml-100k", config_dict=small_sasrec_config)
+    torch.save({"config": config, "state_dict": {}}, tmp_path / "model.pth")
+    code = (
+        "from recbole_llmsrec.checkpoints import load_checkpoint;"
+        f"print(load_checkpoint({str(tmp_path / 'model.pth')!r})['config'].model_class.__name__)"
+    )
+    assert fresh(code) == "SASRec"

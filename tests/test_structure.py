@@ -150,6 +150,8 @@ HOOK_NAMES = {
     "item_embedding_device",
     "run_pending_stages",
     "window_stride",
+    "history_matrix",
+    "item_train_counts",
 }
 
 
@@ -163,6 +165,7 @@ def test_hooks_are_declared_in_hooks_and_looked_up_only_there():
         hooks.ItemMatrixHooks,
         hooks.StagedTrainerHooks,
         hooks.SequenceDatasetHooks,
+        hooks.SplitAttributes,
     ):
         declared |= set(vars(holder)) | set(getattr(holder, "__annotations__", {}))
     assert HOOK_NAMES <= declared

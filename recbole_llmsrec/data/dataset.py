@@ -15,7 +15,7 @@ from recbole.utils import ModelType
 
 from recbole_llmsrec import registry
 from recbole_llmsrec.data.atomic_files import check_atomic_files
-from recbole_llmsrec.hooks import SequenceDatasetHooks
+from recbole_llmsrec.hooks import SequenceDatasetHooks, split_attribute
 from recbole_llmsrec.recbole_fixes.pickle_caches import (
     create_dataset_without_pickle,
     refuse_pickle_caches,
@@ -66,7 +66,7 @@ def sample_unseen_items(history, users, num, n_items, generator, max_rounds=1000
 
 def training_history(dataset):
     """The ``history_matrix`` of a training split built by this plugin's ``create_dataset``."""
-    history = getattr(dataset, "history_matrix", None)
+    history = split_attribute(dataset, "history_matrix")
     if history is None:
         raise ValueError(
             f"{dataset.config['model']} needs its own training split: build the dataset "

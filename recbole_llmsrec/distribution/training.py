@@ -91,9 +91,9 @@ def _ddp_model(trainer, train_data, epoch_idx):
         return None
     if getattr(train_data, "shuffle", False):
         train_data.sampler.set_epoch(epoch_idx)
-    if not is_fsdp(trainer.model) and getattr(trainer, "ddp_model", None) is None:
+    if not is_fsdp(trainer.model) and trainer.ddp_model is None:
         trainer.ddp_model = wrap_ddp(trainer.model, trainer.config)
-    return getattr(trainer, "ddp_model", None)
+    return trainer.ddp_model
 
 
 def _summed(losses, total_loss):

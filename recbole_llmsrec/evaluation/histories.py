@@ -3,6 +3,7 @@
 import numpy as np
 
 from recbole_llmsrec.data.dataset import interaction_matrix
+from recbole_llmsrec.hooks import split_attribute
 
 
 def binary(matrix):
@@ -15,7 +16,7 @@ def training_interactions(train):
     """users x items CSR of every training interaction (targets and item lists of the rows); a
     training split this plugin trimmed (one row or window per user) kept them all in
     ``history_matrix``."""
-    history = getattr(train, "history_matrix", None)
+    history = split_attribute(train, "history_matrix")
     return interaction_matrix(train) if history is None else history
 
 

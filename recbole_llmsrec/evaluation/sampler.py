@@ -15,8 +15,7 @@ class SeededNegativeSampler:
     validation and number of processes (RecBole's sampler drew from the global generator while
     batches were collated, so two models, or two validations, saw other candidates). ``weights`` per
     item id (0 for padding): uniform (``uniN``) or users per item (``popN``). Rejection sampling:
-    O(N) per user, not
-    O(catalogue), unless N nears what is left. Interface RecBole's loader calls:
+    O(N) per user, not O(catalogue), unless N nears what is left. Interface RecBole's loader calls:
     ``sample_by_user_ids(user_ids, item_ids, num)``; ``candidates(user, occurrence, num)`` is one
     row's draw."""
 

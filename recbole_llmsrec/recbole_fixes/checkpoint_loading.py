@@ -54,21 +54,26 @@ def config_setstate(self, state):
     self.model_class = registered_model_class(name) if name else None
 
 
+def checkpoint_state(trainer, epoch, state_dict, optimizer_state):
+    """What RecBole's checkpoint holds (the plugin's ``Trainer`` adds the data's ids), the best
+    score as a float: a numpy scalar is not a weight."""
+    return {
+        "config": trainer.config,
+        "epoch": epoch,
+        "cur_step": trainer.cur_step,
+        "best_valid_score": float(trainer.best_valid_score),
+        "state_dict": state_dict,
+        "other_parameter": trainer.model.other_parameter(),
+        "optimizer": optimizer_state,
+    }
+
+
 def save_checkpoint(self, epoch, verbose=True, **kwargs):
-    """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol and the best
-    score as a float."""
+    """RecBole's ``Trainer._save_checkpoint`` with torch's default pickle protocol."""
     if not self.config["single_spec"] and self.config["local_rank"] != 0:
         return
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-    state = {
-        "config": self.config,
-        "epoch": epoch,
-        "cur_step": self.cur_step,
-        "best_valid_score": float(self.best_valid_score),  # a numpy scalar is no weight
-        "state_dict": self.model.state_dict(),
-        "other_parameter": self.model.other_parameter(),
-        "optimizer": self.optimizer.state_dict(),
-    }
+    state = checkpoint_state(self, epoch, self.model.state_dict(), self.optimizer.state_dict())
     torch.save(state, saved_model_file)
     if verbose:
         self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")

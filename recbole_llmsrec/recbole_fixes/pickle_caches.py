@@ -2,8 +2,7 @@
 ``save_dataloaders``, write) pickled caches under ``checkpoint_dir``: unpickling a file runs
 whatever code it holds. The cache-writing settings are refused, an existing cache is named in a
 warning and never read, and the dataset and split are built from the atomic files in every run.
-Targets RecBole
-1.2.1; tested in ``tests/test_safety.py``.
+Targets RecBole 1.2.1; tested in ``tests/test_safety.py``.
 """
 
 import importlib

@@ -36,6 +36,8 @@ from recbole_llmsrec.distribution.wrapping import (
 )
 from recbole_llmsrec.evaluation import scoring
 from recbole_llmsrec.evaluation.results import ProtocolCollector, ProtocolEvaluator, per_user_values
+from recbole_llmsrec.hooks import split_attribute
+from recbole_llmsrec.recbole_fixes.checkpoint_loading import checkpoint_state
 from recbole_llmsrec.safe_write import atomic_torch_save
 from recbole_llmsrec.training.schedule import EpochInParts, epoch_parts
 
@@ -57,16 +59,15 @@ class Trainer(RecBoleTrainer):
       LR ``learning_rate * gamma ** i`` after validation i; ``adam_betas`` (RecBole's optimizer has
       none);
     - distribution: the training loop of ``distribution.training``, FSDP sharding, rank 0's
-    checkpoint
-      name, best-model loading from a memory-mapped file;
+      checkpoint name, best-model loading from a memory-mapped file;
     - checkpoints: ``{model}-{time}-{random}.pth`` (two runs started in the same second wrote one
-    file),
-      written atomically by rank 0, loaded without running code, carrying ``data_ids`` (the ids of
-      the data trained on: set by ``run_recbole`` with the fingerprint, else taken from the training
-      split).
+      file), written atomically by rank 0, loaded without running code, carrying ``data_ids`` (the
+      ids of the data trained on: set by ``run_recbole`` with the fingerprint, else taken from the
+      training split).
     """
 
     data_ids = None
+    ddp_model = None  # the DDP wrapper of a distributed DDP run (made at its first training step)
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -158,16 +159,8 @@ class Trainer(RecBoleTrainer):
         state_dict, optimizer_state = full_training_state(self.model, self.optimizer)
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         if rank() == 0:
-            state = {
-                "config": self.config,
-                "epoch": epoch,
-                "cur_step": self.cur_step,
-                "best_valid_score": float(self.best_valid_score),
-                "state_dict": state_dict,
-                "other_parameter": self.model.other_parameter(),
-                "optimizer": optimizer_state,
-                "data": self.data_ids,
-            }
+            state = checkpoint_state(self, epoch, state_dict, optimizer_state)
+            state["data"] = self.data_ids
             atomic_torch_save(state, saved_model_file)
             if verbose:
                 self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
@@ -201,7 +194,7 @@ class Trainer(RecBoleTrainer):
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         self.eval_collector.start(eval_data.sample_size, is_distributed(self.config))
-        self.evaluator.start(getattr(eval_data, "item_train_counts", None))
+        self.evaluator.start(split_attribute(eval_data, "item_train_counts"))
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def _map_reduce(self, result, num_sample):

@@ -295,7 +295,7 @@ class ALLMRec(AlignmentStage, LLMWithCFTeacher):
         top ``rerank_k`` among the items not ``excluded`` ([B, n_items] bool: what the protocol
         scores -inf, ``eval_mask_history``'s history; ``None``: nothing) are reranked by the LLM
         score and placed strictly above every other item, which keeps its stage-1 score. The
-        evaluation layer passes ``excluded`` (``evaluation.StagedFullSortEvaluation``), so no rerank
+        evaluation layer passes ``excluded`` (``evaluation.scoring.staged_full_sort``), so no rerank
         slot goes to an item the protocol removes, and nothing else is left out: a target that
         repeats a listed item can rank first. The original cannot rank a catalogue (it generates an
         answer among 20 candidates); an earlier version of ours excluded the model's own input

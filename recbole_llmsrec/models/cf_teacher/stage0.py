@@ -135,9 +135,8 @@ def build_teacher(config, dataset):
     cf_config = checkpoint["config"]
     try:
         teacher_class(cf_config["model"])
-    except (
-        ValueError
-    ) as error:  # e.g. an LLMSRec checkpoint: advising cf_model: LLMSRec would fail too
+    except ValueError as error:
+        # e.g. an LLMSRec checkpoint: advising cf_model: LLMSRec would fail too
         raise ValueError(
             f"cf_checkpoint={path} holds a {cf_config['model']}, which cannot be the "
             f"teacher: {error}"

@@ -22,7 +22,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_llmsrec.data.item_text import build_item_texts
-from recbole_llmsrec.distribution.process_group import rank, wait_for_rank0
+from recbole_llmsrec.distribution.process_group import is_distributed, rank, wait_for_rank0
 from recbole_llmsrec.distribution.training import same_forward_count
 from recbole_llmsrec.hooks import ModelHooks
 from recbole_llmsrec.llm.embedding_cache import cached_item_embeddings, encoder_identity
@@ -188,7 +188,8 @@ class HLLM(ItemMatrixPerEvaluation, ModelHooks, SequentialRecommender):
                     )
 
             table = cached_table() if rank() == 0 else None  # rank 0 fills the cache once;
-            wait_for_rank0()  # the other ranks wait for it (one process: no-op), then read it
+            if is_distributed(config):
+                wait_for_rank0()  # the other ranks wait for it (one process: no-op), then read it
             table = cached_table() if table is None else table
             self._frozen_table = torch.cat([torch.zeros_like(table[:1]), table]).to(
                 self.item_token.device

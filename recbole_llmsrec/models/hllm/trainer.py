@@ -29,9 +29,8 @@ class HLLMTrainer(Trainer):
             self.optimizer, int(self.config["warmup_ratio"] * total), total
         )
         # RecBole's start_epoch counts parts of epochs when validations_per_epoch cuts them
-        with (
-            warnings.catch_warnings()
-        ):  # fast-forwarding a resumed schedule steps it before the optimizer
+        # fast-forwarding a resumed schedule steps it before the optimizer
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
             for _ in range(
                 optimizer_steps_before(self.start_epoch, len(train_data), parts, accumulation)
