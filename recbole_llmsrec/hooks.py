@@ -39,13 +39,12 @@ class ModelHooks:
     full_sort_predict_excluding = None
 
 
-MODEL_HOOKS = (
-    "sampled_scores_from_full_sort",
-    "unsaved_prefixes",
-    "prompts_shortened",
-    "after_optimizer_step",
-    "full_sort_predict_excluding",
-)
+def _declared(holder):
+    """The names ``holder`` declares (its public attributes and methods)."""
+    return tuple(name for name in vars(holder) if not name.startswith("_"))
+
+
+MODEL_HOOKS = _declared(ModelHooks)
 
 
 def model_hook(model, name):
@@ -110,7 +109,7 @@ class SplitAttributes:
     item_train_counts = None
 
 
-SPLIT_ATTRIBUTES = ("history_matrix", "item_train_counts")
+SPLIT_ATTRIBUTES = _declared(SplitAttributes)
 
 
 def split_attribute(holder, name):

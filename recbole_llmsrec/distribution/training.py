@@ -14,7 +14,6 @@ from recbole_llmsrec.distribution.wrapping import is_fsdp, wrap_ddp
 from recbole_llmsrec.hooks import model_hook
 from recbole_llmsrec.settings import require_at_least
 
-STRATEGIES = ("ddp", "fsdp")
 TRAINERS_WITH_OWN_LOOP = ("NCLTrainer",)  # RecBole's: its _train_epoch drives RecBole's own DDP
 
 

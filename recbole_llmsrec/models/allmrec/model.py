@@ -168,7 +168,7 @@ class ALLMRec(AlignmentStage, LLMWithCFTeacher):
         target = interaction[self.POS_ITEM_ID]
         with torch.no_grad():
             users = self.teacher_users(interaction)
-        negatives = self.sample_negatives(interaction[self.USER_ID], self.num_candidates - 1).cpu()
+        negatives = self.sample_negatives(interaction[self.USER_ID], self.num_candidates - 1)
         rows, slot_items, answers = [], [], []
         for history, positive, others in zip(
             self._history(interaction), target.tolist(), negatives.tolist()
