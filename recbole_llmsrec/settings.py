@@ -167,7 +167,7 @@ EVERY_MODEL = [
     number(
         "distributed_once_timeout_minutes",
         120,
-        "how long the others wait for rank 0's once-per-job work",
+        "how long the others wait while rank 0 works alone (cache fill, checkpoint)",
         high=7 * 24 * 60,
         open_low=True,
     ),

@@ -290,7 +290,7 @@ def test_allmrec_under_torchrun_trains_its_teacher_and_stage1_once(
         tmp_path,
     )
     saved = tmp_path / "saved"
-    # the teacher: rank 0 trained, rank 1 loaded
+    # the teacher and stage 1: trained by both ranks (test_distributed_stages.py), written once
     assert len(glob.glob(str(saved / "SASRec-*.pth"))) == 1
     assert len(glob.glob(str(saved / "ALLMRec-stage1-*.pth"))) == 1
     two_processes = logged_result(tmp_path / "log" / "ALLMRec")

@@ -1,9 +1,11 @@
-"""The process group: joining it, rank, and the bounded waits of once-per-job work.
+"""The process group: joining it, rank, and the bounded waits of rank 0's lone work.
 
 A torchrun or RecBole ``--nproc`` launch joins its group when the run's ``Config`` sets its device
-(``Config._init_device``, where RecBole joined it): NCCL on GPUs, gloo on CPU. Collectives wait at
-most ``distributed_timeout_minutes`` for a rank that stops answering; the waits while rank 0 alone
-trains the teacher or fills a cache have their own group, bounded by
+(``Config._init_device``, where RecBole joined it): NCCL on GPUs, gloo on CPU. Every collective of
+work all ranks share (DDP's and FSDP's, gathering evaluation rows, the CF teacher's and A-LLMRec's
+stage-1 training) waits at most ``distributed_timeout_minutes`` for a rank that stops answering.
+The waits while rank 0 alone works (fills a frozen Item LLM's embedding cache, writes a checkpoint,
+names one: ``wait_for_rank0``, ``from_rank0``) have their own group, bounded by
 ``distributed_once_timeout_minutes``.
 """
 
@@ -51,8 +53,8 @@ def join_process_group(final):
             world_size=world,
             timeout=_minutes(final, "distributed_timeout_minutes"),
         )
-        # the once-per-job waits (rank 0 trains the teacher or fills a cache alone) get their own
-        # group with a longer bound, so that every other collective fails fast on a rank that stops
+        # the waits for rank 0's lone work (a cache fill, a checkpoint write) get their own group
+        # with a longer bound, so that every other collective fails fast on a rank that stops
         # answering
         global _ONCE_GROUP
         _ONCE_GROUP = dist.new_group(timeout=_minutes(final, "distributed_once_timeout_minutes"))
@@ -65,7 +67,11 @@ def join_process_group(final):
         final.update(state="error", show_progress=False, verbose=False)
 
 
-_ONCE_GROUP = None  # the process group of the once-per-job waits (join_process_group)
+_ONCE_GROUP = None  # the process group of the waits for rank 0's lone work (join_process_group)
+# 120: the longest lone work left is rank 0 encoding the whole catalogue with a frozen Item LLM
+# (HLLM's freeze_item_llm, once per cache): for a 7B Item LLM over a million items an hour or more
+# on one GPU (estimated from its FLOPs, not measured); a checkpoint write or a name takes seconds
+# to minutes
 DEFAULT_MINUTES = {"distributed_timeout_minutes": 10, "distributed_once_timeout_minutes": 120}
 
 
@@ -76,15 +82,9 @@ def _minutes(final, key):
 
 def wait_for_rank0():
     """A barrier bounded by ``distributed_once_timeout_minutes``: the others wait while rank 0
-    works."""
+    works alone (fills a cache, writes a checkpoint)."""
     if dist.is_initialized():
         dist.barrier(group=_ONCE_GROUP)
-
-
-def as_single_process(config):
-    """``config`` made a one-process run's, for work one rank does alone (``run_once``)."""
-    config.final_config_dict.update(single_spec=True, world_size=1)
-    return config
 
 
 def from_rank0(config, obj):
@@ -95,11 +95,3 @@ def from_rank0(config, obj):
     holder = [obj]
     dist.broadcast_object_list(holder, src=0, group=_ONCE_GROUP)
     return holder[0]
-
-
-def run_once(config, work):
-    """``work()`` on rank 0 only; every rank gets its small result (waits at most
-    ``distributed_once_timeout_minutes``)."""
-    if not is_distributed(config):
-        return work()
-    return from_rank0(config, work() if rank() == 0 else None)

@@ -36,10 +36,12 @@ class LossForward(nn.Module):
 
 
 def wrap_ddp(model, config):
-    """DDP over the trainable parameters (frozen ones never broadcast or bucketed). Plugin models
-    use every trained parameter each step and hold only constant buffers (ignored too); RecBole's
-    are wrapped as it did: buffers broadcast from rank 0, SyncBatchNorm on GPU, unused parameters
-    allowed (KTUP, KGAT)."""
+    """DDP over the trainable parameters (frozen ones never broadcast or bucketed), called as
+    ``ddp(interaction, loss_func)``. Plugin models use every trained parameter each step and hold
+    only constant buffers (ignored too); RecBole's, and any other module (A-LLMRec's stage-1
+    modules, whose text encoder's pooler never trains), are wrapped as RecBole wrapped its models:
+    buffers broadcast from rank 0, SyncBatchNorm on GPU, unused parameters allowed (KTUP, KGAT).
+    Its collectives wait at most ``distributed_timeout_minutes``."""
     plugin = is_plugin_model(type(model))
     if not plugin and config["device"].type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

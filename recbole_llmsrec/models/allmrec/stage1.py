@@ -67,12 +67,19 @@ class AlignmentStage:
             encoder.config.hidden_size, config["alignment_size"]
         ).to(self._device())
 
+    def stage1_modules(self):
+        """What stage 1 trains, as one module (the model's own submodules, not copies): what DDP
+        wraps in a distributed run."""
+        return nn.ModuleDict(
+            {
+                "item_autoencoder": self.item_autoencoder,
+                "text_encoder": self.text_encoder,
+                "text_autoencoder": self.text_autoencoder,
+            }
+        )
+
     def stage1_parameters(self):
-        return [
-            *self.item_autoencoder.parameters(),
-            *self.text_encoder.parameters(),
-            *self.text_autoencoder.parameters(),
-        ]
+        return list(self.stage1_modules().parameters())
 
     def stage1_loss(self, interaction):
         users, target = interaction[self.USER_ID], interaction[self.POS_ITEM_ID]

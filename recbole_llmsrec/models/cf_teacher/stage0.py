@@ -14,7 +14,6 @@ from torch import nn
 
 from recbole_llmsrec.checkpoints import check_checkpoint_data, data_ids, load_checkpoint
 from recbole_llmsrec.config import derived_config
-from recbole_llmsrec.distribution.process_group import as_single_process
 from recbole_llmsrec.fingerprint import build_data, fingerprint_line
 from recbole_llmsrec.llm.loading import freeze
 from recbole_llmsrec.registry import get_model, is_plugin_model
@@ -184,9 +183,16 @@ def check_same_data(config, saved_config, n_items, expected_rows, path, key="cf_
 def pretrain_teacher(config, show_progress=False):
     """Pre-train ``cf_model`` with RecBole's Trainer and SequentialDataset (every prefix a sample)
     on the run's split and protocol (training interactions only); returns the best checkpoint's
-    path."""
+    path.
+
+    In a distributed run every rank calls it: the teacher's config is the run's (``teacher_config``
+    keeps its processes), so its data is built on every rank as the run's own is and the plugin's
+    ``Trainer`` trains it with DDP (each rank its ``DistributedSampler`` shard of every epoch, a
+    global batch of ``train_batch_size`` x processes, validation rows gathered from every rank so
+    that every rank stops at the same epoch). Rank 0 names and writes the checkpoints, so the path
+    returned is the same on every rank and its file is on disk when it returns."""
     logger = getLogger()
-    cf_config = as_single_process(teacher_config(config))  # in a distributed job: rank 0 alone
+    cf_config = teacher_config(config)
     name = cf_config["model"]
     logger.info(
         set_color(f"Pre-training the {name} teacher (cf_config)", "green")

@@ -2,7 +2,6 @@
 training."""
 
 from recbole_llmsrec.checkpoints import load_checkpoint
-from recbole_llmsrec.distribution.process_group import run_once
 from recbole_llmsrec.hooks import StagedTrainerHooks
 from recbole_llmsrec.models.cf_teacher.stage0 import pretrain_teacher
 from recbole_llmsrec.training.trainer import Trainer
@@ -11,7 +10,9 @@ from recbole_llmsrec.training.trainer import Trainer
 class CFTeacherTrainer(StagedTrainerHooks, Trainer):
     """The plugin's Trainer that first pre-trains the frozen teacher (``cf_model``) with RecBole's
     own Trainer, saved under ``checkpoint_dir``, unless ``cf_checkpoint`` or a resumed checkpoint
-    holds it. In a distributed run rank 0 trains it and the others load it."""
+    holds it. In a distributed run every rank trains it with the run's processes (DDP, each rank
+    its shard of the teacher's data: ``pretrain_teacher``) and loads its best checkpoint, which rank
+    0 wrote."""
 
     def fit(
         self,
@@ -35,7 +36,7 @@ class CFTeacherTrainer(StagedTrainerHooks, Trainer):
     def run_pending_stages(self, train_data, show_progress):
         """Stage 0: the teacher, unless it is ready."""
         if not bool(self.model.cf_teacher_ready):
-            path = run_once(self.config, lambda: pretrain_teacher(self.config, show_progress))
+            path = pretrain_teacher(self.config, show_progress)  # the same path on every rank
             self.model.load_cf_teacher(
                 load_checkpoint(path, map_location=self.device)["state_dict"]
             )
