@@ -84,3 +84,99 @@ def test_a_plugin_checkpoint_loads_safely_in_a_fresh_process(tmp_path, small_sas
         f"print(load_checkpoint({str(tmp_path / 'model.pth')!r})['config'].model_class.__name__)"
     )
     assert fresh(code) == "SASRec"
+
+
+RECBOLE_DATA = pathlib.Path(__import__("recbole").__file__).parent / "dataset_example" / "ml-100k"
+AWKWARD_FILE = (
+    "item_id:token\ttitle:token_seq\tprice:float\r\n"
+    'i1\t"Quoted, title"\t1e-5\r\n'
+    "i2\t\t0.1\r\n"
+    'i3\tHe said "hi" twice\t\r\n'
+    "\r\n"
+    "i4\tÉté à Paris\t 3.25\r\n"
+    "i5\tlast\t123456789.123456789\r\n"
+)
+
+
+def recbole_read_options(path):
+    """The arguments RecBole 1.2.1's ``_load_feat`` passes to ``read_csv`` for ``path``."""
+    header = path.read_text(encoding="utf-8").splitlines()[0].split("\t")
+    dtype = {column: float if column.endswith(":float") else str for column in header}
+    return dict(delimiter="\t", usecols=header, dtype=dtype, encoding="utf-8", engine="python")
+
+
+@pytest.mark.parametrize("name", ["ml-100k.inter", "ml-100k.item", "ml-100k.user", "awkward"])
+def test_the_c_parser_reads_every_atomic_file_into_the_python_parsers_frame(name, tmp_path):
+    import pandas
+
+    from recbole_llmsrec.recbole_fixes.csv_parser import PandasWithCParser
+
+    path = RECBOLE_DATA / name
+    if name == "awkward":
+        path = tmp_path / "awkward.item"
+        path.write_bytes(AWKWARD_FILE.encode("utf-8"))
+    python_frame = pandas.read_csv(path, **recbole_read_options(path))
+    c_frame = PandasWithCParser.read_csv(path, **recbole_read_options(path))
+    pandas.testing.assert_frame_equal(c_frame, python_frame, check_exact=True)
+    assert len(c_frame) > 4
+
+
+def test_recbole_loads_atomic_files_with_the_c_parser_once_installed():
+    code = (
+        "import recbole_llmsrec; recbole_llmsrec.install()\n"
+        "import recbole.data.dataset.dataset as module, pandas\n"
+        "calls = []\noriginal = pandas.read_csv\n"
+        "pandas.read_csv = lambda *a, **k: calls.append(k['engine']) or original(*a, **k)\n"
+        "from recbole.config import Config\nfrom recbole.data.dataset import Dataset\n"
+        "load = {'inter': ['user_id', 'item_id'], 'item': ['item_id', 'movie_title']}\n"
+        "settings = {'state': 'error', 'load_col': load}\n"
+        "Dataset(Config(model='BPR', dataset='ml-100k', config_dict=settings))\n"
+        "print(calls)"
+    )
+    assert fresh(code) == "['c', 'c']"  # .inter and .item
+
+
+def test_loaders_index_rows_with_a_range_and_draw_the_same_batches(
+    small_sasrec_config, monkeypatch
+):
+    import recbole.data.dataloader.abstract_dataloader as loader_module
+    import torch
+    from recbole.utils import init_seed
+
+    from recbole_llmsrec import Config
+    from recbole_llmsrec.data.dataset import create_dataset
+    from recbole_llmsrec.evaluation.loaders import data_preparation
+
+    def batches(list_function):
+        monkeypatch.setattr(loader_module, "list", list_function)
+        config = Config(model="SASRec", dataset="ml-100k", config_dict=small_sasrec_config)
+        init_seed(config["seed"], True)
+        train = data_preparation(config, create_dataset(config))[0]
+        init_seed(config["seed"], True)
+        return train.sampler.data_source, [batch["item_id"] for batch in train]
+
+    rows, fixed = batches(loader_module.list)
+    plain_rows, plain = batches(list)
+    assert isinstance(rows, range) and rows == range(len(plain_rows)) and type(plain_rows) is list
+    assert len(fixed) == len(plain) > 1 and all(map(torch.equal, fixed, plain))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_shard_only_sampler_gives_each_rank_torchs_distributed_indices(shuffle, drop_last):
+    from torch.utils.data.distributed import DistributedSampler
+
+    from recbole_llmsrec.recbole_fixes.loader_indices import ShardOnlySampler
+
+    for rows, replicas in [(10, 3), (2, 5), (1, 8), (17, 4), (64, 8)]:
+        for rank in range(replicas):
+            torchs = DistributedSampler(
+                range(rows), replicas, rank, shuffle=shuffle, seed=7, drop_last=drop_last
+            )
+            ours = DistributedSampler(
+                range(rows), replicas, rank, shuffle=shuffle, seed=7, drop_last=drop_last
+            )
+            ours.__class__ = ShardOnlySampler
+            for epoch in (0, 3):
+                torchs.set_epoch(epoch), ours.set_epoch(epoch)
+                assert list(ours) == list(torchs)

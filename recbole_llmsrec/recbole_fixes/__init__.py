@@ -10,8 +10,10 @@ builds a ``Config`` before anything else). Importing this package changes nothin
 from recbole_llmsrec.recbole_fixes import (
     anomaly_mode,
     checkpoint_loading,
+    csv_parser,
     ensure_dir,
     item_rows,
+    loader_indices,
     numpy_aliases,
     pickle_caches,
     time_precision,
@@ -29,6 +31,8 @@ FIXES = (
     trainer_ddp,
     item_rows,
     time_precision,
+    csv_parser,
+    loader_indices,
 )
 _installed = False
 
