@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 MEAN_PER_USER, MIN_PER_USER, ZIPF = 14.5, 5, 1.1
+STEPS = 20  # batches collated (and SASRec steps timed) per row; medians reported
 
 
 def write_books_like(folder, interactions, seed=0):
@@ -70,34 +71,67 @@ def settings(model, data_path, max_len):
     }
 
 
-def build_once(model, data_path, name, max_len):
-    """In this process: build and split the data, time a few batches; returns the measurements."""
-    from recbole_llmsrec import Config
-    from recbole_llmsrec.data.dataset import create_dataset
+def build(config, layout):
+    """The split data of ``config`` (``layout`` "compact": the plugin's path; "materialised": the
+    same dataset class with RecBole's own lists, the path before issue 21)."""
+    from recbole_llmsrec.data.dataset import create_dataset, plugin_dataset_class
+    from recbole_llmsrec.data.sequences import materialised
     from recbole_llmsrec.evaluation.loaders import data_preparation
+
+    if layout == "materialised":
+        dataset = materialised(plugin_dataset_class(config))(config)
+    else:
+        dataset = create_dataset(config)
+    return data_preparation(config, dataset)[0]
+
+
+def sasrec_step_ms(config, train_data, batch):
+    """One SASRec training step (forward, backward, Adam) on ``batch``, in ms: what collating a
+    batch is compared with."""
+    import torch
+    from recbole.model.sequential_recommender import SASRec
+
+    model = SASRec(config, train_data._dataset)
+    optimizer = torch.optim.Adam(model.parameters())
+    times = []
+    for _ in range(STEPS + 2):
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[2:])) * 1000
+
+
+def build_once(model, data_path, name, max_len, layout):
+    """In this process: build and split the data, time ``STEPS`` batches' collation (and, for
+    SASRec, its training step); returns the measurements."""
+    from recbole_llmsrec import Config
 
     sys.argv = sys.argv[:1]
     config = Config(model=model, dataset=name, config_dict=settings(model, data_path, max_len))
     start = time.perf_counter()
-    train_data, _, _ = data_preparation(config, create_dataset(config))
+    train_data = build(config, layout)
     built = time.perf_counter() - start
-    batches, start = iter(train_data), time.perf_counter()
-    for _ in range(20):
-        next(batches)
-    collate = (time.perf_counter() - start) / 20
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    batches, times = iter(train_data), []
+    for _ in range(STEPS):
+        start = time.perf_counter()
+        batch = next(batches)
+        times.append(time.perf_counter() - start)
     return {
         "rss_gib": usage.ru_maxrss / 2**20,
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "build_s": built,
-        "collate_ms": collate * 1000,
+        "collate_ms": float(np.median(times)) * 1000,
+        "step_ms": sasrec_step_ms(config, train_data, batch) if model == "SASRec" else None,
         "train_rows": len(train_data._dataset),
     }
 
 
-def measure(model, data_path, name, max_len):
+def measure(model, data_path, name, max_len, layout):
     """``build_once`` in a fresh process (peak RSS is per process)."""
-    command = [sys.executable, __file__, "--child", model, data_path, name, str(max_len)]
+    command = [sys.executable, __file__, "--child", model, data_path, name, str(max_len), layout]
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
         return {"error": (out.stderr.strip().splitlines() or ["killed"])[-1][:120]}
@@ -106,28 +140,31 @@ def measure(model, data_path, name, max_len):
 
 def print_table(rows):
     print(
-        "| interactions | model | peak RSS | CPU time | build | collate / batch | training rows |"
+        "| interactions | model | layout | peak RSS | CPU time | build | collate / batch "
+        "| SASRec step | training rows |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for size, model, result in rows:
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for size, model, layout, result in rows:
         if "error" in result:
-            print(f"| {size} M | {model} | failed: {result['error']} | | | | |")
+            print(f"| {size} M | {model} | {layout} | failed: {result['error']} | | | | | |")
             continue
+        step = f"{result['step_ms']:.1f} ms" if result["step_ms"] else ""
         print(
-            f"| {size} M | {model} | {result['rss_gib']:.2f} GiB | {result['cpu_s']:.0f} s | "
-            f"{result['build_s']:.0f} s | {result['collate_ms']:.1f} ms | "
-            f"{result['train_rows']:,} |"
+            f"| {size} M | {model} | {layout} | {result['rss_gib']:.2f} GiB | "
+            f"{result['cpu_s']:.0f} s | {result['build_s']:.0f} s | "
+            f"{result['collate_ms']:.1f} ms | {step} | {result['train_rows']:,} |"
         )
 
 
 def main():
     if sys.argv[1:2] == ["--child"]:
-        model, data_path, name, max_len = sys.argv[2:6]
-        print(json.dumps(build_once(model, data_path, name, int(max_len))))
+        model, data_path, name, max_len, layout = sys.argv[2:7]
+        print(json.dumps(build_once(model, data_path, name, int(max_len), layout)))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 3], help="millions")
     parser.add_argument("--models", nargs="+", default=["SASRec", "LLMSRec", "HLLM"])
+    parser.add_argument("--layouts", nargs="+", default=["materialised", "compact"])
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--work", default="/tmp/recbole_llmsrec_data_scale")
     args = parser.parse_args()
@@ -135,8 +172,10 @@ def main():
     for size in args.sizes:
         data_path, name = write_books_like(args.work, int(size * 10**6))
         for model in args.models:
-            rows.append((size, model, measure(model, data_path, name, args.max_len)))
-            print(rows[-1], file=sys.stderr, flush=True)
+            for layout in args.layouts:
+                result = measure(model, data_path, name, args.max_len, layout)
+                rows.append((size, model, layout, result))
+                print(rows[-1], file=sys.stderr, flush=True)
     print(f"\n2 CPU cores, MAX_ITEM_LIST_LENGTH {args.max_len}, batch 256")
     print_table(rows)
 

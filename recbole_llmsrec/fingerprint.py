@@ -14,50 +14,55 @@ with any number of processes.
 
 import hashlib
 import json
+import types
 
 import numpy as np
+import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.utils import ModelType
 
 from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.data.sequences import is_sequential, item_lists
 from recbole_llmsrec.evaluation.histories import training_matrix
-from recbole_llmsrec.evaluation.loaders import (
-    data_preparation,
-    evaluation_row_users,
-    is_sequential_split,
-)
+from recbole_llmsrec.evaluation.loaders import data_preparation, evaluation_row_users
 from recbole_llmsrec.evaluation.sampler import PHASES, row_occurrences
 
 FINGERPRINT_LENGTH = 12  # hexadecimal characters shown (48 bits)
+ROW_CHUNK = 4096  # rows gathered and hashed at a time: bounds the memory of a fingerprint
 
 
 def _tokens(dataset, field):
     return np.asarray(dataset.field2id_token[field], dtype=object)
 
 
-def evaluation_rows(loader):
+def iter_evaluation_rows(loader, chunk=ROW_CHUNK):
     """Each row of ``loader`` as raw tokens, in evaluation order: ``[user, target, history...]``
     (sequential) or ``[user, sorted targets...]`` (general models: all of a user's targets in one
-    row)."""
+    row). A generator: sequential lists are gathered ``chunk`` rows at a time."""
     split = loader._dataset
     users, items = _tokens(split, split.uid_field), _tokens(split, split.iid_field)
     inter = split.inter_feat
-    if is_sequential_split(loader._dataset):
-        lists = inter[split.item_id_list_field].numpy()
+    if is_sequential(split):
+        row_users, targets = inter[split.uid_field].numpy(), inter[split.iid_field].numpy()
         lengths = inter[split.item_list_length_field].numpy()
-        return [
-            [users[u], items[t], *items[history[:n]]]
-            for u, t, history, n in zip(
-                inter[split.uid_field].numpy(), inter[split.iid_field].numpy(), lists, lengths
-            )
-        ]
+        for start in range(0, len(inter), chunk):
+            index = torch.arange(start, min(start + chunk, len(inter)))
+            for row, history in zip(index.tolist(), item_lists(split, index).numpy()):
+                yield [users[row_users[row]], items[targets[row]], *items[history[: lengths[row]]]]
+        return
     targets = {}
     for user, item in zip(inter[split.uid_field].numpy(), inter[split.iid_field].numpy()):
         targets.setdefault(int(user), []).append(items[item])
-    return [[users[u], *sorted(targets.get(int(u), []))] for u in evaluation_row_users(loader)]
+    for user in evaluation_row_users(loader):
+        yield [users[user], *sorted(targets.get(int(user), []))]
 
 
-def evaluation_candidates(loader):
+def evaluation_rows(loader):
+    """``iter_evaluation_rows`` as a list."""
+    return list(iter_evaluation_rows(loader))
+
+
+def iter_evaluation_candidates(loader):
     """Each row's sampled candidates as sorted raw tokens (target included), or ``None``: full sort
     (the whole catalogue), or RecBole's own sampler (a general model's, drawn while batches are
     collated)."""
@@ -69,23 +74,33 @@ def evaluation_candidates(loader):
     num = loader.neg_sample_num
     users, occurrences = row_occurrences(split.inter_feat[split.uid_field].numpy())
     targets = split.inter_feat[split.iid_field].numpy()
-    return [
+    return (
         sorted([items[target], *items[sampler.candidates(user, occurrence, num)]])
         for user, occurrence, target in zip(users, occurrences, targets)
-    ]
+    )
 
 
-def training_items(train_dataset, history):
+def evaluation_candidates(loader):
+    """``iter_evaluation_candidates`` as a list, or ``None``."""
+    candidates = iter_evaluation_candidates(loader)
+    return None if candidates is None else list(candidates)
+
+
+def iter_training_items(train_dataset, history):
     """Each user's training items (users x items CSR ``history``) as ``[user, sorted items...]``."""
     users, items = (
         _tokens(train_dataset, train_dataset.uid_field),
         _tokens(train_dataset, train_dataset.iid_field),
     )
-    return [
-        [users[u], *sorted(items[history.indices[history.indptr[u] : history.indptr[u + 1]]])]
-        for u in range(1, history.shape[0])
-        if history.indptr[u + 1] > history.indptr[u]
-    ]
+    for user in range(1, history.shape[0]):
+        start, end = history.indptr[user], history.indptr[user + 1]
+        if end > start:
+            yield [users[user], *sorted(items[history.indices[start:end]])]
+
+
+def training_items(train_dataset, history):
+    """``iter_training_items`` as a list."""
+    return list(iter_training_items(train_dataset, history))
 
 
 def protocol_settings(config, phase):
@@ -101,11 +116,33 @@ def protocol_settings(config, phase):
     }
 
 
+def _json_pieces(part, chunk=ROW_CHUNK):
+    """``part`` as JSON text in pieces: a generator is written as the JSON array of its items, the
+    same text ``json.dumps`` gives the list, without holding the list or the text."""
+
+    def dumps(value):
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+    if not isinstance(part, types.GeneratorType):
+        yield dumps(part)
+        return
+    yield "["
+    pieces = []
+    for index, item in enumerate(part):
+        pieces.append(dumps(item) if index == 0 else ", " + dumps(item))
+        if len(pieces) == chunk:
+            yield "".join(pieces)
+            pieces = []
+    yield "".join(pieces) + "]"
+
+
 def digest(parts):
-    """SHA-256 (hex) of a sequence of JSON-serialisable parts, one line each."""
+    """SHA-256 (hex) of a sequence of JSON-serialisable parts (or generators of them: JSON arrays),
+    one line each."""
     sha = hashlib.sha256()
     for part in parts:
-        sha.update(json.dumps(part, ensure_ascii=False, default=str).encode("utf-8"))
+        for piece in _json_pieces(part):
+            sha.update(piece.encode("utf-8"))
         sha.update(b"\n")
     return sha.hexdigest()
 
@@ -117,14 +154,14 @@ def data_fingerprint(config, train_data, valid_data, test_data, history):
     catalogue = sorted(_tokens(train_data._dataset, train_data._dataset.iid_field)[1:].tolist())
     parts = {
         "catalogue": digest(catalogue),
-        "train": digest(training_items(train_data._dataset, history)),
+        "train": digest(iter_training_items(train_data._dataset, history)),
     }
     for phase, loader in zip(PHASES, (valid_data, test_data)):
         parts[phase] = digest(
             [
                 protocol_settings(config, phase),
-                evaluation_rows(loader),
-                evaluation_candidates(loader),
+                iter_evaluation_rows(loader),
+                iter_evaluation_candidates(loader),
             ]
         )
     parts["data"] = digest([parts[key] for key in ("catalogue", "train", "valid", "test")])

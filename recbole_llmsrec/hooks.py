@@ -104,6 +104,12 @@ class SplitAttributes:
     #: longer hold them all): read for negatives and the protocol's histories.
     history_matrix = None
 
+    #: ``(train, train + valid, train + valid + test)``: users x items CSR of every interaction of
+    #: the splits so far, on a training split once ``data.sequences.cumulative_interactions`` ran
+    #: (by the machine's first process in a distributed run, then shared): the protocol's
+    #: histories.
+    cumulative_interactions = None
+
     #: Each item's number of training users, on the valid and test loaders of
     #: ``evaluation.loaders.data_preparation`` with ``eval_item_groups``: read by the trainer.
     item_train_counts = None

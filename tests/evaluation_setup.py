@@ -24,7 +24,7 @@ def prepare(model_name, config_dict):
 
 def all_items_by_user(dataset):
     """Every item of every user in the whole (built) dataset: row targets and item lists."""
-    feat = dataset.inter_feat
+    feat = dataset[:]  # the rows as RecBole's loaders collate them (lists gathered)
     items = {}
     for user, target, item_list in zip(
         feat[dataset.uid_field].tolist(),

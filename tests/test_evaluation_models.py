@@ -196,7 +196,7 @@ def test_item_groups_split_test_rows_by_training_popularity(trained_sasrec):
     result = evaluate(get_trainer(config["MODEL_TYPE"], "SASRec")(config, model), config, test_data)
     # popularity recounted here: the users with the item among their training rows (targets and
     # lists)
-    train, test = train_data._dataset.inter_feat, test_data._dataset.inter_feat
+    train, test = train_data._dataset[:], test_data._dataset.inter_feat
     users_of = {}
     for user, target, items in zip(
         train["user_id"].tolist(), train["item_id"].tolist(), train["item_id_list"].tolist()

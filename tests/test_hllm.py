@@ -118,7 +118,7 @@ def test_each_distinct_item_is_encoded_once_per_step(hllm_config):
 
 def test_windows_make_every_training_interaction_a_target_once(hllm_config):
     _, model, train_data, *_ = prepare(dict(hllm_config, MAX_ITEM_LIST_LENGTH=5))
-    rows = train_data._dataset.inter_feat
+    rows = train_data._dataset[:]
     targets = {}
     for user, seq, length, target in zip(
         rows[model.USER_ID].tolist(),

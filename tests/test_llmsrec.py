@@ -244,7 +244,7 @@ def test_prompt_dates_are_the_raw_dates_of_timestamps_just_before_midnight(llmsr
     # ml-100k's ~8.8e8 s timestamps in float32 (spacing 64 s) round across midnight for these
     midnight = {user for user, t in zip(users, times) if date(t) != date(np.float32(t))}
 
-    split = test_data._dataset.inter_feat
+    split = test_data._dataset[:]  # the rows with their lists, as a batch holds them
     time_field = model.time_list_field[: -len(config["LIST_SUFFIX"])]
     tokens = test_data._dataset.id2token(model.USER_ID, split[model.USER_ID].numpy())
     rows = [row for row, token in enumerate(tokens) if token in midnight]

@@ -7,36 +7,23 @@ models' ``UserSequenceDataset`` keeps each user's longest prefix in the TRAINING
 ``history_matrix`` (users x items, CSR, every training interaction) for negatives.
 """
 
+import importlib
+
 import numpy as np
-import scipy.sparse as sp
 import torch
-from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
 from recbole_llmsrec import registry
 from recbole_llmsrec.data.atomic_files import check_atomic_files
+from recbole_llmsrec.data.sequences import CompactSequentialDataset, interaction_matrix
+from recbole_llmsrec.data.shared import shared_dataset
+from recbole_llmsrec.distribution.process_group import is_distributed
 from recbole_llmsrec.hooks import SequenceDatasetHooks, split_attribute
 from recbole_llmsrec.recbole_fixes.pickle_caches import (
     create_dataset_without_pickle,
     refuse_pickle_caches,
 )
 from recbole_llmsrec.settings import require_at_least
-
-
-def interaction_matrix(split, lists=True):
-    """users x items CSR (values 1) of a sequential split: every row's target and (``lists``) the
-    items of its list."""
-    users = split.inter_feat[split.uid_field].numpy()
-    targets = split.inter_feat[split.iid_field].numpy()
-    item_lists = split.inter_feat[split.item_id_list_field].numpy()
-    seen_rows, seen_cols = np.nonzero(item_lists) if lists else (np.empty(0, int), np.empty(0, int))
-    rows = np.concatenate([users, users[seen_rows]])
-    cols = np.concatenate([targets, item_lists[seen_rows, seen_cols]])
-    matrix = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(split.user_num, split.item_num)
-    )
-    matrix.data[:] = 1.0
-    return matrix
 
 
 def sample_unseen_items(history, users, num, n_items, generator, max_rounds=1000):
@@ -76,13 +63,13 @@ def training_history(dataset):
     return history
 
 
-class UserSequenceDataset(SequenceDatasetHooks, SequentialDataset):
+class UserSequenceDataset(SequenceDatasetHooks, CompactSequentialDataset):
     """A ``SequentialDataset`` whose training split holds one sample per user (its last prefix), or,
     with the hook ``window_stride`` set, every ``window_stride``-th prefix counted from the last
     one."""
 
-    def build(self):
-        datasets = super().build()
+    def split_rows(self):
+        datasets = super().split_rows()
         train = datasets[0]
         train.history_matrix = interaction_matrix(train)
         users = train.inter_feat[train.uid_field].numpy()
@@ -100,14 +87,32 @@ class UserSequenceDataset(SequenceDatasetHooks, SequentialDataset):
         return datasets
 
 
+def plugin_dataset_class(config):
+    """The class ``create_dataset`` builds for ``config``'s model: its registry entry's, else
+    ``CompactSequentialDataset`` where RecBole would build its plain ``SequentialDataset`` (a
+    sequential model without a ``<Model>Dataset`` class of its own), else None (RecBole's
+    choice)."""
+    registered = registry.dataset_class(config["model"])
+    if registered is not None:
+        return registered
+    recbole_datasets = importlib.import_module("recbole.data.dataset")
+    own_class = hasattr(recbole_datasets, config["model"] + "Dataset")
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not own_class:
+        return CompactSequentialDataset
+    return None
+
+
 def create_dataset(config):
-    """This plugin's ``<Model>Dataset``, else RecBole's choice; always from the (checked) atomic
-    files, never from a pickled cache (``recbole_fixes.pickle_caches``)."""
+    """This plugin's ``<Model>Dataset``, else the compact ``SequentialDataset`` for a sequential
+    model (``data.sequences``), else RecBole's choice; always from the (checked) atomic files, never
+    from a pickled cache (``recbole_fixes.pickle_caches``)."""
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         require_at_least(config, "MAX_ITEM_LIST_LENGTH", 1)
     check_atomic_files(config)
-    dataset_class = registry.dataset_class(config["model"])
+    dataset_class = plugin_dataset_class(config)
     if dataset_class is None:
         return create_dataset_without_pickle(config)
     refuse_pickle_caches(config)
+    if is_distributed(config) and issubclass(dataset_class, CompactSequentialDataset):
+        return shared_dataset(config, dataset_class)  # one copy per machine (data.shared)
     return dataset_class(config)

@@ -2,22 +2,7 @@
 
 import numpy as np
 
-from recbole_llmsrec.data.dataset import interaction_matrix
-from recbole_llmsrec.hooks import split_attribute
-
-
-def binary(matrix):
-    matrix = matrix.tocsr()
-    matrix.data[:] = 1.0
-    return matrix
-
-
-def training_interactions(train):
-    """users x items CSR of every training interaction (targets and item lists of the rows); a
-    training split this plugin trimmed (one row or window per user) kept them all in
-    ``history_matrix``."""
-    history = split_attribute(train, "history_matrix")
-    return interaction_matrix(train) if history is None else history
+from recbole_llmsrec.data.sequences import binary, cumulative_interactions, training_interactions
 
 
 class ProtocolHistories:
@@ -26,10 +11,9 @@ class ProtocolHistories:
     split."""
 
     def __init__(self, train, valid, test):
-        train_items = training_interactions(train)
-        valid_items = interaction_matrix(valid)
-        self.before = {"valid": train_items, "test": binary(train_items + valid_items)}
-        self.interacted = binary(train_items + valid_items + interaction_matrix(test))
+        train_items, before_test, everything = cumulative_interactions(train, valid, test)
+        self.before = {"valid": train_items, "test": before_test}
+        self.interacted = everything
 
 
 def training_matrix(train, sequential):

@@ -7,9 +7,9 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader
 from recbole.utils import ModelType
 
-from recbole_llmsrec.data.dataset import interaction_matrix
+from recbole_llmsrec.data.sequences import binary, interaction_matrix, is_sequential, list_fields
 from recbole_llmsrec.distribution.training import per_process_batch
-from recbole_llmsrec.evaluation.histories import ProtocolHistories, binary, item_train_counts
+from recbole_llmsrec.evaluation.histories import ProtocolHistories, item_train_counts
 from recbole_llmsrec.evaluation.sampler import SeededNegativeSampler
 
 
@@ -33,16 +33,11 @@ class HistoryMaskedFullSortEvalDataLoader(FullSortEvalDataLoader):
         return interaction, (rows[keep], items[keep]), positive_u, positive_i
 
 
-def is_sequential_split(split):
-    """Whether ``split`` holds sequential rows (an item list per row)."""
-    return getattr(split, "item_id_list_field", None) in split.inter_feat
-
-
 def evaluation_row_users(loader):
     """The internal user id of each evaluation row, in the order RecBole's evaluator collects
     them."""
     if hasattr(loader, "uid_list") and not (
-        isinstance(loader, FullSortEvalDataLoader) and is_sequential_split(loader._dataset)
+        isinstance(loader, FullSortEvalDataLoader) and is_sequential(loader._dataset)
     ):
         return np.asarray(loader.uid_list)
     return loader._dataset.inter_feat[loader._dataset.uid_field].numpy()
@@ -83,7 +78,7 @@ def shuffle_histories(loader, config):
         config["USER_ID_FIELD"],
         config["ITEM_LIST_LENGTH_FIELD"],
     )
-    lists = [f for f in loader._dataset.inter_feat.columns if f.endswith(config["LIST_SUFFIX"])]
+    lists = list(list_fields(loader._dataset))
 
     def shuffled(index):
         interaction, *rest = collate(index)

@@ -56,7 +56,7 @@ def main(argv=None):
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
 
-    rows = test_data._dataset.inter_feat
+    rows = test_data._dataset  # a row's lists are gathered when it is indexed (data.sequences)
     rng = random.Random(config["seed"])
     users = list(range(len(rows)))
     if len(users) > args.max_users:
