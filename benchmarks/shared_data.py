@@ -42,7 +42,12 @@ def child(data_path, name, model, bare):
         batches = iter(train_data)
         for _ in range(BATCHES):
             next(batches)
-        print(f"rank {config['local_rank']}: store checksum {checksum:.6g}", file=sys.stderr)
+        memory = psutil.Process().memory_full_info()
+        print(
+            f"rank {config['local_rank']}: store checksum {checksum:.6g}, PSS "
+            f"{memory.pss / 2**30:.2f} GiB, private {memory.uss / 2**30:.2f} GiB",
+            file=sys.stderr,
+        )
     wait_for_rank0()
     time.sleep(4 * SAMPLE_SECONDS)  # every process at its steady state in one sample
     wait_for_rank0()
@@ -66,7 +71,7 @@ def launch(processes, data_path, name, model, bare):
     command += ["--bare"] if bare else []
     start, peak = time.perf_counter(), 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) as run:
+    with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr) as run:
         watched = psutil.Process(run.pid)
         while run.poll() is None:
             peak = max(peak, tree_pss(watched))

@@ -163,11 +163,15 @@ def test_loaders_index_rows_with_a_range_and_draw_the_same_batches(
 
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("drop_last", [True, False])
-def test_shard_only_sampler_gives_each_rank_torchs_distributed_indices(shuffle, drop_last):
+def test_shard_only_sampler_gives_each_rank_torchs_distributed_indices(
+    shuffle, drop_last, monkeypatch
+):
     from torch.utils.data.distributed import DistributedSampler
 
+    from recbole_llmsrec.recbole_fixes import loader_indices
     from recbole_llmsrec.recbole_fixes.loader_indices import ShardOnlySampler
 
+    monkeypatch.setattr(loader_indices, "INDICES_PER_LIST", 3)  # shares listed in several parts
     for rows, replicas in [(10, 3), (2, 5), (1, 8), (17, 4), (64, 8)]:
         for rank in range(replicas):
             torchs = DistributedSampler(
@@ -180,3 +184,25 @@ def test_shard_only_sampler_gives_each_rank_torchs_distributed_indices(shuffle, 
             for epoch in (0, 3):
                 torchs.set_epoch(epoch), ours.set_epoch(epoch)
                 assert list(ours) == list(torchs)
+
+
+def test_repeatable_sampler_starts_without_a_set_per_user_and_draws_the_same(small_sasrec_config):
+    import numpy as np
+    from recbole.sampler import RepeatableSampler
+
+    from recbole_llmsrec import Config
+    from recbole_llmsrec.data.dataset import create_dataset
+    from recbole_llmsrec.recbole_fixes.repeatable_sampler import no_used_ids
+
+    config = Config(model="SASRec", dataset="ml-100k", config_dict=small_sasrec_config)
+    dataset = create_dataset(config)
+    draws = {}
+    for name, used_ids in (("fixed", no_used_ids), ("recbole", lambda s: [set()] * s.user_num)):
+        RepeatableSampler.get_used_ids = used_ids
+        sampler = RepeatableSampler(["valid"], dataset).set_phase("valid")
+        initial = len(sampler.used_ids)
+        np.random.seed(0)
+        draws[name] = (initial, sampler.sample_by_user_ids([1, 2, 3], [5, 6, 7], 40).tolist())
+    RepeatableSampler.get_used_ids = no_used_ids
+    assert draws["fixed"][0] == 0 and draws["recbole"][0] == dataset.user_num
+    assert draws["fixed"][1] == draws["recbole"][1]

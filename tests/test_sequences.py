@@ -149,3 +149,29 @@ def test_vectorised_leave_one_out_gives_recboles_parts_in_recboles_order():
             expected = Dataset._split_index_by_leave_one_out(None, grouped, left_out)
             order, part = leave_one_out_parts(keys, left_out)
             assert [order[part == k].tolist() for k in range(left_out + 1)] == expected
+
+
+def test_one_row_and_unused_list_fields_read_as_recboles_materialised_rows():
+    _, (dataset, _), (reference, _) = both_paths(
+        "SASRec", "hllm", unused_col={"inter": ["rating_list"]}
+    )
+    row, expected = dataset[3], reference[3]
+    assert "rating_list" not in row and "rating_list" not in dataset.field2type
+    assert sorted(row.interaction) == sorted(expected.interaction)
+    assert all(torch.equal(row[field], expected[field]) for field in row.interaction)
+
+
+def test_fearec_which_reads_lists_from_its_dataset_keeps_recboles_dataset_and_trains():
+    """FEARec's loss reads ``dataset.inter_feat[item_id_list]`` (rows sharing a target)."""
+    from recbole.model.sequential_recommender import FEARec
+
+    config = Config(
+        model="FEARec",
+        dataset="ml-100k",
+        config_dict={**SMALL, "train_neg_sample_args": None, "MAX_ITEM_LIST_LENGTH": 10},
+    )
+    dataset = create_dataset(config)
+    train = data_preparation(config, dataset)[0]
+    assert TARGET_ROW not in dataset.inter_feat
+    loss = FEARec(config, train._dataset).calculate_loss(next(iter(train)))
+    assert torch.isfinite(loss)

@@ -87,17 +87,24 @@ class UserSequenceDataset(SequenceDatasetHooks, CompactSequentialDataset):
         return datasets
 
 
+#: RecBole models that read a row's lists from ``dataset.inter_feat`` themselves, so they keep
+#: RecBole's materialised ``SequentialDataset`` (FEARec: ``calculate_loss`` reads the lists of rows
+#: sharing its batch's targets)
+READ_LISTS_FROM_INTER_FEAT = {"FEARec"}
+
+
 def plugin_dataset_class(config):
     """The class ``create_dataset`` builds for ``config``'s model: its registry entry's, else
     ``CompactSequentialDataset`` where RecBole would build its plain ``SequentialDataset`` (a
-    sequential model without a ``<Model>Dataset`` class of its own), else None (RecBole's
-    choice)."""
+    sequential model without a ``<Model>Dataset`` class of its own, and not one of
+    ``READ_LISTS_FROM_INTER_FEAT``), else None (RecBole's choice)."""
     registered = registry.dataset_class(config["model"])
     if registered is not None:
         return registered
     recbole_datasets = importlib.import_module("recbole.data.dataset")
     own_class = hasattr(recbole_datasets, config["model"] + "Dataset")
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not own_class:
+    reads_lists = config["model"] in READ_LISTS_FROM_INTER_FEAT
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not (own_class or reads_lists):
         return CompactSequentialDataset
     return None
 

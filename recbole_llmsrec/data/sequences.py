@@ -252,10 +252,43 @@ class CompactSequentialDataset(SequentialDataset):
         return splits
 
     def __getitem__(self, index, join=True):
-        rows = self.inter_feat[index]
-        if is_compact(self):
-            rows = gather_lists(self, rows)
-        return self.join(rows) if join else rows
+        if not is_compact(self):
+            return super().__getitem__(index, join)
+        one_row = isinstance(index, (int, np.integer))
+        rows = gather_lists(self, self.inter_feat[[index] if one_row else index])
+        rows = self.join(rows) if join else rows
+        return rows[0] if one_row else rows  # one row: RecBole's shapes, without the row axis
+
+    def _drop_unused_col(self):
+        """RecBole's, where ``unused_col`` may also name a list field (``rating_list``) of compact
+        rows: it is no longer gathered and leaves the field tables, as RecBole's dropped column
+        does."""
+        if not is_compact(self):
+            return super()._drop_unused_col()
+        source_of = {getattr(self, f"{field}_list_field"): field for field in self.list_sources}
+        for feat_name, unused_fields in (self.config["unused_col"] or {}).items():
+            feat = getattr(self, feat_name + "_feat")
+            for field in unused_fields:
+                if feat_name == "inter" and field in source_of:
+                    self.list_sources.remove(source_of[field])
+                    self._forget_field(field)
+                elif field in feat:
+                    self._del_col(feat, field)
+                else:
+                    self.logger.warning(
+                        f"Field [{field}] is not in [{feat_name}_feat], which can not be set in "
+                        "`unused_col`."
+                    )
+
+    def _forget_field(self, field):
+        for table in (
+            self.field2id_token,
+            self.field2token_id,
+            self.field2seqlen,
+            self.field2source,
+            self.field2type,
+        ):
+            table.pop(field, None)
 
     def inter_matrix(self, form="coo", value_field=None):
         """RecBole's: every row's target, plus the first item of the rows whose list holds one item

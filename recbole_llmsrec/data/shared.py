@@ -15,6 +15,8 @@ refused when written. ``field2token_id`` (token -> id, a dict per field) is not 
 rebuilds a field's dict from ``field2id_token`` the first time it is asked for.
 """
 
+import ctypes
+import gc
 import json
 import os
 import shutil
@@ -89,7 +91,8 @@ class StateWriter:
             if isinstance(value, enum):
                 return {"enum": enum_name, "value": value.value}
         if isinstance(value, (list, tuple)):
-            return {"list": [self.encode(item) for item in value]}
+            kind = "list" if isinstance(value, list) else "tuple"
+            return {kind: [self.encode(item) for item in value]}
         if isinstance(value, dict):
             return {"dict": [[self.encode(k), self.encode(v)] for k, v in value.items()]}
         raise TypeError(f"cannot share a {type(value).__name__} between processes")
@@ -121,11 +124,15 @@ class StateReader:
             return Interaction({k: self.decode(v) for k, v in value["interaction"].items()})
         if "csr" in value:
             data, indices, indptr = (self.array(name) for name in value["csr"])
-            return sp.csr_matrix((data, indices, indptr), shape=tuple(value["shape"]), copy=False)
+            matrix = sp.csr_matrix((data, indices, indptr), shape=tuple(value["shape"]), copy=False)
+            matrix.check_format(full_check=True)  # indices in bounds before anything reads them
+            return matrix
         if "enum" in value:
             return ENUMS[value["enum"]](value["value"])
         if "list" in value:
             return [self.decode(item) for item in value["list"]]
+        if "tuple" in value:
+            return tuple(self.decode(item) for item in value["tuple"])
         return {self.decode(k): self.decode(v) for k, v in value["dict"]}
 
 
@@ -158,6 +165,17 @@ def read_state(folder, config, dataset_class):
     return datasets
 
 
+def release_freed_memory():
+    """Collect garbage and hand the heap's free memory back to the system (glibc's
+    ``malloc_trim``; elsewhere a no-op): after the build the first process keeps only the mapped
+    copy, not the heap pages its build freed."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def shared_dataset(config, dataset_class):
     """``dataset_class(config)`` with its splits built (``dataset.prebuilt_splits``) once per
     machine and mapped by its other processes (module docstring)."""
@@ -171,6 +189,7 @@ def shared_dataset(config, dataset_class):
         cumulative_interactions(*built[1:])  # the protocol's histories, shared with the splits
         write_state(folder, built)
         del dataset, built  # the first process maps the files too: one copy, the page cache's
+        release_freed_memory()
     wait_for_rank0()  # every machine's data is written
     datasets = read_state(folder, config, dataset_class)
     wait_for_rank0()  # every process has mapped it

@@ -16,6 +16,7 @@ from recbole_llmsrec.recbole_fixes import (
     loader_indices,
     numpy_aliases,
     pickle_caches,
+    repeatable_sampler,
     time_precision,
     trainer_ddp,
     warning_filters,
@@ -33,6 +34,7 @@ FIXES = (
     time_precision,
     csv_parser,
     loader_indices,
+    repeatable_sampler,
 )
 _installed = False
 

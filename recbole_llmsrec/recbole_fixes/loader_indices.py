@@ -6,7 +6,7 @@ same items, the same batches and shuffles) in 48 bytes: ``list`` as that module 
 ``range`` unchanged, and behaves as the builtin for everything else. And each epoch torch's
 ``DistributedSampler`` makes a Python list of every row's index, the other ranks' too, before it
 keeps its own share: on RecBole's loaders it is ``ShardOnlySampler``, the same indices in the same
-order from a tensor, listing only the rank's share. Targets RecBole 1.2.1; tested in
+order from a tensor, keeping only the rank's share. Targets RecBole 1.2.1; tested in
 ``tests/test_recbole_fixes.py``.
 """
 
@@ -16,6 +16,8 @@ import math
 import recbole.data.dataloader.abstract_dataloader as recbole_loader_module
 import torch
 from torch.utils.data.distributed import DistributedSampler
+
+INDICES_PER_LIST = 65536  # a sampler's indices become Python ints this many at a time
 
 
 def list_keeping_ranges(iterable=()):
@@ -27,8 +29,8 @@ def list_keeping_ranges(iterable=()):
 
 class ShardOnlySampler(DistributedSampler):
     """torch's ``DistributedSampler`` (its state and arguments), each epoch's indices computed as a
-    tensor: the same permutation, padding and share as torch's, in O(rows) bytes of tensor and a
-    Python list of this rank's share only."""
+    tensor: the same permutation, padding and share as torch's; only this rank's share is kept,
+    and it is listed as Python ints ``INDICES_PER_LIST`` at a time."""
 
     def __iter__(self):
         rows = len(self.dataset)
@@ -43,7 +45,8 @@ class ShardOnlySampler(DistributedSampler):
         elif self.total_size > rows:  # torch repeats the order from its start to fill the shares
             repeats = math.ceil((self.total_size - rows) / rows)
             order = torch.cat([order, order.repeat(repeats)[: self.total_size - rows]])
-        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+        share = order[self.rank : self.total_size : self.num_replicas].clone()  # frees the rest
+        return (index for part in share.split(INDICES_PER_LIST) for index in part.tolist())
 
 
 def _init_with_shard_only_sampler(recbole_init):

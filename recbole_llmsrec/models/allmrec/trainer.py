@@ -118,13 +118,14 @@ class ALLMRecTrainer(CFTeacherTrainer):
 
     def _alignment_epoch(self, dataset, batches, loss_of, optimizer):
         """One optimizer step per global batch of ``dataset``'s rows (read as its loaders read
-        them, ``dataset[rows]``: a compact split gathers the item lists there); returns the sum over
-        batches of each global batch's loss (every rank's share, all-reduced)."""
+        them, ``dataset[rows]``, without the item features: a compact split gathers the item lists
+        there); returns the sum over batches of each global batch's loss (every rank's share,
+        all-reduced)."""
         distributed = is_distributed(self.config)
         world, total = dist.get_world_size() if distributed else 1, 0.0
         for index in batches:
             share, fraction = stage1_share(index, self.config)
-            loss = loss_of(dataset[share].to(self.device))
+            loss = loss_of(dataset.__getitem__(share, join=False).to(self.device))
             optimizer.zero_grad()
             (loss * (fraction * world)).backward()  # one process: loss x 1.0, bit for bit
             optimizer.step()
