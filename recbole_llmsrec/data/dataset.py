@@ -15,7 +15,7 @@ from recbole.utils import ModelType
 
 from recbole_llmsrec import registry
 from recbole_llmsrec.data.atomic_files import check_atomic_files
-from recbole_llmsrec.data.sequences import CompactSequentialDataset, interaction_matrix
+from recbole_llmsrec.data.sequences import CompactSequentialDataset, interaction_matrix, rows_at
 from recbole_llmsrec.data.shared import shared_dataset
 from recbole_llmsrec.distribution.process_group import is_distributed
 from recbole_llmsrec.hooks import SequenceDatasetHooks, split_attribute
@@ -83,7 +83,7 @@ class UserSequenceDataset(SequenceDatasetHooks, CompactSequentialDataset):
         from_last = np.bincount(group)[group] - 1 - position
         stride = self.window_stride()
         keep = from_last == 0 if stride is None else from_last % stride == 0
-        train.inter_feat = train.inter_feat[np.flatnonzero(keep)]
+        train.inter_feat = rows_at(train.inter_feat, torch.from_numpy(np.flatnonzero(keep)))
         return datasets
 
 

@@ -13,7 +13,8 @@ Splits (``copy``) share the store. Every reader of a row's list goes through ``D
 
 Two kinds of sequential split remain materialised, and every function here reads both: RecBole's
 pre-split ``benchmark_filename`` files (their lists are data) and the datasets of RecBole models
-with their own ``<Model>Dataset`` class (``GRU4RecKG``, ``KSR``, ``DIEN``).
+with their own ``<Model>Dataset`` class (``GRU4RecKG``, ``KSR``, ``DIEN``) or that read lists from
+``inter_feat`` themselves (``data.dataset.READ_LISTS_FROM_INTER_FEAT``).
 """
 
 import numpy as np
@@ -53,6 +54,12 @@ def list_fields(split):
     return {f: f[: -len(suffix)] for f in split.inter_feat.columns if f.endswith(suffix)}
 
 
+def rows_at(interaction, index):
+    """The rows ``index`` (a tensor) of ``interaction``, indexed as tensors: ``Interaction[index]``
+    turns the index into a Python list first, one int object per row."""
+    return Interaction({field: values[index] for field, values in interaction.interaction.items()})
+
+
 def window_positions(ends, lengths, max_length):
     """``(positions, valid)``, both ``[rows, max_length]``: the store index of each list entry (0
     for padding) and whether it is one. A row's list is the ``length`` entries before its target,
@@ -68,7 +75,9 @@ def gather_lists(split, rows):
     and the hidden ``TARGET_ROW`` column dropped: RecBole's row, value for value."""
     ends = rows[TARGET_ROW]
     rows.drop(TARGET_ROW)
-    positions, valid = window_positions(ends, rows[split.item_list_length_field], split.max_length)
+    positions, valid = window_positions(
+        ends, rows[split.item_list_length_field], split.max_item_list_len
+    )
     for list_field, field in list_fields(split).items():
         values = split.sequences[field][positions]
         values[~valid] = 0
@@ -85,7 +94,7 @@ def item_lists(split, index):
         split.inter_feat[TARGET_ROW][index],
         split.inter_feat[split.item_list_length_field],
     )
-    positions, valid = window_positions(ends, lengths[index], split.max_length)
+    positions, valid = window_positions(ends, lengths[index], split.max_item_list_len)
     return torch.where(valid, split.sequences[split.iid_field][positions], 0)
 
 
@@ -219,7 +228,6 @@ class CompactSequentialDataset(SequentialDataset):
         self._aug_presets()
         self._check_field("uid_field", "time_field")
         self.sort(by=[self.uid_field, self.time_field], ascending=True)
-        self.max_length = self.config["MAX_ITEM_LIST_LENGTH"]
         self.list_sources = [field for field in self.inter_feat if field != self.uid_field]
         self.sequences = self.inter_feat
         users = self.sequences[self.uid_field].numpy()
@@ -227,12 +235,12 @@ class CompactSequentialDataset(SequentialDataset):
         user_start = np.maximum.accumulate(np.where(first, np.arange(len(users)), 0))
         targets = np.flatnonzero(~first)
         index = torch.from_numpy(targets)
-        rows = {field: values[index] for field, values in self.sequences.interaction.items()}
+        rows = rows_at(self.sequences, index)
         rows[self.item_list_length_field] = torch.from_numpy(
-            np.minimum(targets - user_start[targets], self.max_length)
+            np.minimum(targets - user_start[targets], self.max_item_list_len)
         )
         rows[TARGET_ROW] = index
-        self.inter_feat = Interaction(rows)
+        self.inter_feat = rows
 
     def leave_one_out(self, group_by, leave_one_mode):
         """RecBole's ``leave_one_out``, the same rows in the same order in each part, in O(rows)
@@ -245,10 +253,7 @@ class CompactSequentialDataset(SequentialDataset):
         splits = []
         for kept in parts:
             index = torch.from_numpy(order[part == kept] if kept is not None else order[:0])
-            columns = {
-                field: values[index] for field, values in self.inter_feat.interaction.items()
-            }
-            splits.append(self.copy(Interaction(columns)))
+            splits.append(self.copy(rows_at(self.inter_feat, index)))
         return splits
 
     def __getitem__(self, index, join=True):
