@@ -8,7 +8,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from test_distributed import launch
+
+from recbole_llmsrec import Config
+from recbole_llmsrec.data.dataset import create_dataset
+from recbole_llmsrec.data.sequences import CompactSequentialDataset
+from recbole_llmsrec.data.shared import read_state, write_state
 
 WORKER = pathlib.Path(__file__).resolve().parent / "shared_data_worker.py"
 
@@ -39,3 +45,18 @@ def test_two_processes_share_one_build_that_equals_the_one_process_data(tmp_path
         # each rank lists only its share of the rows (recbole_fixes.loader_indices)
         assert first["sampler"] == second["sampler"] == "ShardOnlySampler"
     assert not any(path.name.startswith("shared-data-") for path in (shared / "saved").iterdir())
+
+
+def test_a_state_naming_a_method_or_a_dunder_is_refused(tmp_path, small_sasrec_config):
+    """A forged ``datasets.json`` cannot shadow a method with data (a late crash) or set
+    ``__class__``: read_state refuses it before setting anything."""
+    config = Config(model="SASRec", dataset="ml-100k", config_dict=small_sasrec_config)
+    dataset = create_dataset(config)
+    write_state(tmp_path, [dataset, *dataset.build()])
+    assert len(read_state(tmp_path, config, CompactSequentialDataset)) == 4
+    states = json.loads((tmp_path / "datasets.json").read_text())
+    for key in ("build", "__class__"):
+        forged = [{**states[0], key: {"list": []}}]
+        (tmp_path / "datasets.json").write_text(json.dumps(forged))
+        with pytest.raises(ValueError, match="not a data attribute"):
+            read_state(tmp_path, config, CompactSequentialDataset)

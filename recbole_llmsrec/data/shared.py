@@ -158,6 +158,8 @@ def read_state(folder, config, dataset_class):
     for state in states:
         dataset = dataset_class.__new__(dataset_class)
         for key, value in state.items():
+            if key.startswith("__") or callable(getattr(dataset_class, key, None)):
+                raise ValueError(f"{folder}: {key!r} is not a data attribute; refused")
             setattr(dataset, key, reader.decode(value))
         dataset.config, dataset.logger = config, getLogger()
         dataset.field2token_id = TokenIds(dataset.field2id_token)
