@@ -73,6 +73,13 @@ MODELS = {
         fsdp=True,
         **_folder("HLLM"),
     ),
+    "LCRec": ModelEntry(
+        "LCRec",
+        # LC-Rec's schedule is HLLM's (cosine with warm-up over warmup_ratio of the steps)
+        trainer="recbole_llmsrec.models.hllm.trainer:HLLMTrainer",
+        fsdp=True,
+        **_folder("LCRec"),
+    ),
 }
 
 

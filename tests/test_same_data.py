@@ -18,6 +18,7 @@ OFFLINE_PROFILES = {
     "LLMSRec": "llmsrec-ml-100k-offline.yaml",
     "ALLMRec": "allmrec-ml-100k-offline.yaml",
     "HLLM": "hllm-ml-100k-offline.yaml",
+    "LCRec": "lcrec-ml-100k-offline.yaml",
 }
 
 

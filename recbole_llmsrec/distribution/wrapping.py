@@ -92,7 +92,10 @@ def shard_fsdp(model, config):
         mp_policy=policy,
         ignored_params={p for p in model.parameters() if not p.requires_grad},
     )
-    for method in ("calculate_loss", "predict", "full_sort_predict"):
+    staged = (
+        ("full_sort_predict_excluding",) if model_hook(model, "full_sort_predict_excluding") else ()
+    )
+    for method in ("calculate_loss", "predict", "full_sort_predict", *staged):
         register_fsdp_forward_method(model, method)
     return model
 

@@ -24,6 +24,20 @@ TARGET_KEY = "rec.target_item"  # each row's target, for eval_item_groups
 EVAL_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label", TARGET_KEY)
 
 
+def reachable_topk(scores, positive_u, positive_i, k):
+    """RecBole's ``rec.topk`` rows (whether each of the top ``k`` items is a target, then the
+    number of targets), except that an item scored -inf is never retrieved: a generative model
+    scores only the items it generated, and RecBole's ``torch.topk`` would otherwise fill the list
+    with arbitrary -inf ties, counting a target among them as a hit. For every other model this
+    changes nothing: -inf marks only items that are never a row's target (padding, the history
+    ``eval_mask_history`` masks)."""
+    top_scores, top_items = torch.topk(scores, k, dim=-1)
+    targets = torch.zeros_like(scores, dtype=torch.int)
+    targets[positive_u, positive_i] = 1
+    hits = torch.gather(targets, 1, top_items) * (top_scores > -torch.inf).int()
+    return torch.cat((hits, targets.sum(dim=1, keepdim=True)), dim=1)
+
+
 class ProtocolCollector(Collector):
     """RecBole's collector, plus each row's target (``eval_item_groups``) and the rows of every
     rank."""
@@ -39,7 +53,16 @@ class ProtocolCollector(Collector):
         self.total_rows = total_rows if distributed else None
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-        super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
+        topk = self.register.need("rec.topk")
+        if topk:  # ours instead of RecBole's, which counts a target among -inf ties as a hit
+            self.data_struct.update_tensor(
+                "rec.topk", reachable_topk(scores_tensor, positive_u, positive_i, max(self.topk))
+            )
+        setattr(self.register, "rec.topk", False)
+        try:
+            super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
+        finally:
+            setattr(self.register, "rec.topk", topk)
         if not self.item_groups:
             return
         if len(positive_u) != len(scores_tensor) or len(positive_u.unique()) != len(scores_tensor):

@@ -189,7 +189,10 @@ def without_dropout(config):
     return config
 
 
-def apply_lora(model, lora, key="llm_lora", gradient_checkpointing=False):
+def apply_lora(model, lora, key="llm_lora", gradient_checkpointing=False, modules_to_save=None):
+    """``model`` wrapped by peft's LoRA (``lora``: r, alpha, dropout, target_modules);
+    ``modules_to_save``: module names trained in full beside the adapters (LC-Rec's embeddings and
+    head, which hold its new index tokens)."""
     from peft import LoraConfig, get_peft_model
 
     unknown = set(lora) - {"r", "alpha", "dropout", "target_modules"}
@@ -207,6 +210,7 @@ def apply_lora(model, lora, key="llm_lora", gradient_checkpointing=False):
             bias="none",
             lora_dropout=lora.get("dropout", 0.0),
             target_modules=lora.get("target_modules"),
+            modules_to_save=modules_to_save,
         ),
     )
 

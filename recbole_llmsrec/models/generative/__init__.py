@@ -1,0 +1,2 @@
+"""Pieces shared by generative recommenders: item indices, the index trie, constrained beam
+search."""

@@ -1,0 +1,1 @@
+"""LC-Rec: a causal LLM that generates item indices (RUCAIBox/LC-Rec), as a RecBole model."""
