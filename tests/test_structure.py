@@ -16,9 +16,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "recbole_llmsrec"
 # the core's budget was 3,300 code lines; issue 21's data layer (data.sequences, data.shared and two
 # RecBole loader fixes: about 410 lines) replaced RecBole's materialised sequential data and is
-# core by nature, so the budget grew by what it measured, not by packing lines; issue 22 added the
-# evaluation rule that an item scored -inf is never retrieved (generative models), FSDP gathering for a
-# staged full sort and LoRA's modules_to_save: about 20 lines
+# core by nature, so the budget grew by what it measured, not by packing lines; issue 22 added
+# the evaluation rule that an item scored -inf is never retrieved (generative models), FSDP
+# gathering for a staged full sort and LoRA's modules_to_save: about 20 lines
 MAX_FUNCTION_LINES, MAX_FILE_LINES, MAX_CORE_CODE_LINES = 50, 400, 3625
 
 # The layers, bottom first: a module may import its own layer's and lower layers' modules only.
