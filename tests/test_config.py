@@ -46,7 +46,7 @@ def test_a_model_name_typo_lists_the_plugin_models_and_the_closest_name(typo, cl
     with pytest.raises(ValueError) as error:  # RecBole's own lookup ended importing lightgbm
         get_model(typo)
     message = str(error.value)
-    assert "ALLMRec, HLLM, LLMSRec" in message and f"Did you mean {closest}" in message
+    assert "ALLMRec, HLLM, LCRec, LLMSRec" in message and f"Did you mean {closest}" in message
     assert "lightgbm" not in message
 
 
