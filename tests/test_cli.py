@@ -94,9 +94,9 @@ def test_help_names_the_plugin_models(capsys):
     for command in (main, group_main):
         with pytest.raises(SystemExit):
             command(["--help"])
-        assert "ALLMRec, HLLM, LCRec, LLMSRec" in capsys.readouterr().out.replace("\n", " ").replace(
-            "  ", " "
-        )
+        assert "ALLMRec, HLLM, LCRec, LLMSRec" in capsys.readouterr().out.replace(
+            "\n", " "
+        ).replace("  ", " ")
 
 
 @pytest.mark.parametrize(

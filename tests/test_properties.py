@@ -19,6 +19,7 @@ PROFILES = {
     "llmsrec-ml-100k-offline.yaml": ("LLMSRec", "ml-100k", "protocol/llmsrec.yaml"),
     "allmrec-ml-100k-offline.yaml": ("ALLMRec", "ml-100k", "protocol/allmrec.yaml"),
     "hllm-ml-100k-offline.yaml": ("HLLM", "ml-100k", "protocol/hllm.yaml"),
+    "lcrec-ml-100k-offline.yaml": ("LCRec", "ml-100k", "protocol/hllm.yaml"),
     "amazon/hllm-books.yaml": ("HLLM", "Books", "protocol/hllm.yaml"),
     "amazon/llmsrec.yaml": ("LLMSRec", "Industrial_and_Scientific", "protocol/llmsrec.yaml"),
     "amazon/allmrec-movies.yaml": ("ALLMRec", "Movies_and_TV", "protocol/allmrec.yaml"),
@@ -74,7 +75,7 @@ def test_model_profiles_leave_the_protocol_to_the_protocol_profiles(profile):
         assert set(config["item_text_fields"] or []) <= set(config["load_col"]["item"])
 
 
-@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec", "LLMSRec", "ALLMRec", "HLLM"])
+@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec", "LLMSRec", "ALLMRec", "HLLM", "LCRec"])
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 def test_protocol_profiles_give_every_model_the_same_protocol(protocol, model):
     config = Config(model=model, dataset="ml-100k", config_file_list=[str(PROPERTIES / protocol)])
