@@ -20,7 +20,7 @@ SETTINGS = {
     "llm_dtype": "float32",
     "item_index": "collaborative",
     "item_index_codebook_size": 16,
-    "item_description_fields": "[class]",
+    "item_description_fields": "['class']",  # a list literal: RecBole reads it as a list
     "user_inter_num_interval": "[0,22]",
     "MAX_ITEM_LIST_LENGTH": 5,
     "prompt_history_length": 5,
@@ -31,7 +31,6 @@ SETTINGS = {
     "gradient_accumulation_steps": 1,
     "eval_mask_history": True,
     "topk": "[10]",
-    "metrics": "[Recall,NDCG]",
     "valid_metric": "NDCG@10",
 }
 
@@ -68,7 +67,6 @@ def test_lcrec_trained_in_two_processes_evaluates_the_same_in_one(tiny_llama, tm
             "show_progress": False,
             "item_description_fields": ["class"],
             "topk": [10],
-            "metrics": ["Recall", "NDCG"],
         },
         evaluate=checkpoint,
     )
