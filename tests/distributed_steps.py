@@ -1,14 +1,16 @@
 """Two training steps of each model, in one process or in each of several (run under torchrun).
 
 ``python distributed_steps.py OUT LLM_PATH OPT_PATH`` (one process) writes the reference parameters;
-``torchrun --nproc_per_node=2 distributed_steps.py OUT ...`` writes DDP's (and FSDP's for HLLM).
+``torchrun --nproc_per_node=2 distributed_steps.py OUT ...`` writes DDP's (and FSDP's for HLLM and
+LCRec).
 Rank r trains on micro-batch r of a fixed pair; the reference trains on the same pair: for SASRec,
 whose loss is a mean over rows, as one concatenated batch; for the plugin models, whose losses hold
 batch-level terms (uniformity, InfoNCE and token means, shared negatives), as two accumulated
-micro-batches, which is what data parallelism computes. Each micro-batch's negatives are seeded from
-its first user, so both sides draw the same ones. Dropout is 0 so that the forward is deterministic,
-and the optimizer is SGD, whose step is lr x gradient: Adam's first step is lr x sign(gradient),
-which turns float rounding in a gradient component that is zero up to 1e-10 into a difference of lr.
+micro-batches, which is what data parallelism computes. Each micro-batch's random draws (negatives,
+LCRec's prompt templates) are seeded from its first user, so both sides draw the same ones. Dropout
+is 0 so that the forward is deterministic, and the optimizer is SGD, whose step is lr x gradient:
+Adam's first step is lr x sign(gradient), which turns float rounding in a gradient component that is
+zero up to 1e-10 into a difference of lr.
 """
 
 import os
@@ -87,7 +89,27 @@ def configs(llm_path, opt_path, minilm_path, out):
         },
         "ALLMRec": {**common, **llm, "llm_path": opt_path, "text_encoder_path": minilm_path},
         **hllm_configs(common, llm_path),
+        "LCRec": {
+            **common,
+            **llm,
+            "MAX_ITEM_LIST_LENGTH": 5,
+            "prompt_history_length": 5,
+            "item_index": "sequential",
+            "item_index_codebook_size": 16,
+            "item_description_fields": ["class"],
+            "clip_grad_norm": None,
+            "gradient_accumulation_steps": 1,  # its YAML's 2 would make each rank's step two
+        },
     }
+
+
+def seeded_loss(model, interaction):
+    """The loss of ``interaction`` with the model's random draws (HLLM's negatives, LCRec's
+    templates) seeded from its first user: both sides draw the same ones."""
+    for generator in ("negative_generator", "template_generator"):
+        if hasattr(model, generator):
+            getattr(model, generator).manual_seed(int(interaction[model.USER_ID][0]))
+    return model.calculate_loss(interaction)
 
 
 def train_two_steps(model_name, config_dict, world, rank):
@@ -117,13 +139,8 @@ def train_two_steps(model_name, config_dict, world, rank):
         batches = pair
         config["gradient_accumulation_steps"] = 2
 
-    def seeded_loss(interaction):
-        if hasattr(model, "negative_generator"):
-            model.negative_generator.manual_seed(int(interaction[model.USER_ID][0]))
-        return model.calculate_loss(interaction)
-
     # two steps: DDP finds a trainable parameter that got no gradient only when the next step starts
-    trainer._train_epoch(batches * 2, 0, loss_func=seeded_loss)
+    trainer._train_epoch(batches * 2, 0, loss_func=lambda batch: seeded_loss(model, batch))
     state, _ = full_training_state(trainer.model, trainer.optimizer)
     result = {"before": before, "after": {name: state[name] for name in trained if name in state}}
     ddp = getattr(trainer, "ddp_model", None)
@@ -144,8 +161,8 @@ def main(out, llm_path, opt_path, minilm_path):
     results = {}
     for name, config_dict in configs(llm_path, opt_path, minilm_path, out).items():
         results[name] = train_two_steps(name.split("-")[0], config_dict, world, rank)
-        if world > 1 and name == "HLLM":
-            results["HLLM-fsdp"] = train_two_steps(
+        if world > 1 and name in ("HLLM", "LCRec"):
+            results[f"{name}-fsdp"] = train_two_steps(
                 name, {**config_dict, "distributed_strategy": "fsdp"}, world, rank
             )
     if rank == 0:
