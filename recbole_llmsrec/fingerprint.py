@@ -80,6 +80,19 @@ def iter_evaluation_candidates(loader):
     )
 
 
+def phase_targets(loader):
+    """Each user of ``loader``'s split with its sorted targets, as raw tokens, users sorted:
+    ``[[user, targets...], ...]``. The same list for a general and a sequential model under the
+    same files (their rows differ only in form: a sequential row also holds the history)."""
+    split = loader._dataset
+    users, items = _tokens(split, split.uid_field), _tokens(split, split.iid_field)
+    targets = {}
+    inter = split.inter_feat
+    for user, item in zip(inter[split.uid_field].numpy(), inter[split.iid_field].numpy()):
+        targets.setdefault(str(users[user]), []).append(str(items[item]))
+    return [[user, *sorted(targets[user])] for user in sorted(targets)]
+
+
 def evaluation_candidates(loader):
     """``iter_evaluation_candidates`` as a list, or ``None``."""
     candidates = iter_evaluation_candidates(loader)
@@ -148,9 +161,11 @@ def digest(parts):
 
 
 def data_fingerprint(config, train_data, valid_data, test_data, history):
-    """``{"train", "valid", "test", "catalogue", "data"}``: SHA-256 prefixes of the training items,
-    each evaluation phase (protocol settings, rows in order, candidates), the catalogue (item tokens
-    ranked), and all four together. ``history``: the training interactions (users x items CSR)."""
+    """``{"train", "valid", "test", "catalogue", "data", "targets"}``: SHA-256 prefixes of the
+    training items, each evaluation phase (protocol settings, rows in order, candidates), the
+    catalogue (item tokens ranked), all four together, and each phase's users with their targets
+    (``phase_targets``: equal for a general and a sequential model under the same files, whose
+    "data" always differ). ``history``: the training interactions (users x items CSR)."""
     catalogue = sorted(_tokens(train_data._dataset, train_data._dataset.iid_field)[1:].tolist())
     parts = {
         "catalogue": digest(catalogue),
@@ -165,6 +180,8 @@ def data_fingerprint(config, train_data, valid_data, test_data, history):
             ]
         )
     parts["data"] = digest([parts[key] for key in ("catalogue", "train", "valid", "test")])
+    # outside "data": what a general and a sequential model share (README "Comparing with SASRec")
+    parts["targets"] = digest([phase_targets(valid_data), phase_targets(test_data)])
     return {key: value[:FINGERPRINT_LENGTH] for key, value in parts.items()}
 
 
@@ -186,4 +203,6 @@ def fingerprint_line(fingerprint):
     detail = ", ".join(
         f"{key} {fingerprint[key]}" for key in ("catalogue", "train", "valid", "test")
     )
-    return f"data fingerprint: {fingerprint['data']} ({detail})"
+    targets = fingerprint.get("targets")  # absent from checkpoints written before it existed
+    shared = f"; evaluation targets {targets}" if targets else ""
+    return f"data fingerprint: {fingerprint['data']} ({detail}{shared})"

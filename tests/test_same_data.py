@@ -56,6 +56,18 @@ def test_each_readme_profile_pair_gives_sasrec_and_the_plugin_model_the_same_dat
     assert plugin["fingerprint"] == sasrec["fingerprint"]
 
 
+def test_a_general_model_shares_the_catalogue_training_split_and_targets_with_a_sequential_one():
+    """Pop's rows have no history, so its "data" differs from SASRec's; the parts a general model
+    can share are equal, and the targets part follows the data."""
+    files = [str(PROPERTIES / "protocol" / "hllm.yaml"), str(PROPERTIES / OFFLINE_PROFILES["HLLM"])]
+    pop, sasrec = (evaluated_data(model, files=files)["fingerprint"] for model in ("Pop", "SASRec"))
+    assert pop["data"] != sasrec["data"]
+    for part in ("catalogue", "train", "targets"):
+        assert pop[part] == sasrec[part], part
+    fewer_users = evaluated_data("SASRec", files=files, user_inter_num_interval="[0,40]")
+    assert fewer_users["fingerprint"]["targets"] != sasrec["targets"]
+
+
 def write_atomic_inter(folder, name, rows):
     folder.mkdir(parents=True, exist_ok=True)
     header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
