@@ -36,14 +36,23 @@ from recbole_llmsrec.quick_start import (
 from recbole_llmsrec.registry import get_model, plugin_model_names
 
 
+def model_of(entry):
+    """The model of a ``--model_list`` entry: ``NAME`` or ``NAME@LABEL``, a labelled run of NAME
+    with its own ``--model_config`` files (P5's indexing schemes: ``LCRec@sequential``)."""
+    return entry.partition("@")[0]
+
+
 def parse_model_list(text):
-    """Model names from ``--model_list`` (comma-separated, spaces around names ignored): each must
-    be known and given once; checked before anything trains."""
+    """Model names from ``--model_list`` (comma-separated, spaces around names ignored), each
+    ``NAME`` or ``NAME@LABEL``: each must be known and given once; checked before anything
+    trains."""
     names = [name.strip() for name in str(text).split(",")]
     if any(not name for name in names):
         raise ValueError(
             f"--model_list={text!r} has an empty name: give names separated by commas."
         )
+    if any(name.endswith("@") for name in names):
+        raise ValueError(f"--model_list={text!r}: write NAME@LABEL with a label after the @.")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(
@@ -51,7 +60,7 @@ def parse_model_list(text):
             "runs once per seed (use --seeds to repeat it)."
         )
     for name in names:
-        get_model(name)  # an unknown name is a ValueError naming the closest ones
+        get_model(model_of(name))  # an unknown name is a ValueError naming the closest ones
     return names
 
 
@@ -116,7 +125,9 @@ def first_difference(reference, other):
 def model_data(model, dataset, files, config_dict):
     """``(fingerprint, rows)`` of ``model``'s data under the given files and settings, nothing
     trained."""
-    config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=config_dict)
+    config = Config(
+        model=model_of(model), dataset=dataset, config_file_list=files, config_dict=config_dict
+    )
     _, train, valid, test, fingerprint = build_data(config)
     history = training_matrix(train._dataset, config["MODEL_TYPE"] == ModelType.SEQUENTIAL)
     return fingerprint, _rows(train, valid, test, history)
@@ -178,7 +189,7 @@ def run_recbole_group(
         note = f" (group run: {model}, seed {seed})" if command_line else None
         command = note and command_line + note
         return run_recbole(
-            model, dataset, files_of[model] or None, settings(seed), command_line=command
+            model_of(model), dataset, files_of[model] or None, settings(seed), command_line=command
         )
 
     runs = {m: [run(m, s) for s in seeds] for m in models}

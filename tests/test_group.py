@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from recbole_llmsrec.group import group_main, paired_p_values, parse_model_list
+from recbole_llmsrec.checkpoints import load_checkpoint
+from recbole_llmsrec.group import (
+    group_main,
+    paired_p_values,
+    parse_model_list,
+    run_recbole_group,
+)
 
 SAMPLED = {
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni49"},
@@ -74,10 +80,33 @@ def test_a_model_on_other_data_is_refused_before_anything_trains(run_yaml, tmp_p
         )
 
 
+def test_labelled_runs_of_one_model_each_get_their_own_files(run_yaml, tmp_path):
+    """``NAME@LABEL``: one model under several configs in one table (P5's indexing schemes)."""
+    longer = tmp_path / "longer.yaml"
+    longer.write_text("epochs: 2\n")
+    table, runs = run_recbole_group(
+        "SASRec@short,SASRec@long",
+        "ml-100k",
+        [run_yaml],
+        model_config={"SASRec@long": [str(longer)]},
+        valid_latex=str(tmp_path / "valid.tex"),
+        test_latex=str(tmp_path / "test.tex"),
+    )
+    assert "| SASRec@short |" in table and "| SASRec@long |" in table
+    epochs = {
+        label: load_checkpoint(result[0]["saved_model_file"])["config"]["epochs"]
+        for label, result in runs.items()
+    }
+    assert epochs == {"SASRec@short": 1, "SASRec@long": 2}
+
+
 @pytest.mark.parametrize(
     "text, problem",
     [
         ("SASRec,SASRec", "more than once"),
+        ("LCRec@a,LCRec@a", "more than once"),
+        ("SASRec,SASRec@", "a label after the @"),
+        ("NoSuchModel@a", "neither a recbole-llmsrec model"),
         ("SASRec,,GRU4Rec", "empty name"),
         ("SASRec,NoSuchModel", "neither a recbole-llmsrec model"),
     ],
@@ -86,6 +115,7 @@ def test_the_model_list_is_checked_before_training(text, problem):
     with pytest.raises(ValueError, match=problem):
         parse_model_list(text)
     assert parse_model_list(" SASRec , GRU4Rec ") == ["SASRec", "GRU4Rec"]
+    assert parse_model_list("LCRec@rqvae,LCRec@random") == ["LCRec@rqvae", "LCRec@random"]
 
 
 def per_user(users, **values):

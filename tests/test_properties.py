@@ -42,6 +42,28 @@ def test_every_profile_is_listed():
         "full-sort.yaml",
         "ml-100k-offline.yaml",
         "sasrec-ml-100k-offline.yaml",
+        *INDEX_SCHEMES,
+    }
+
+
+INDEX_SCHEMES = {
+    f"item_index/{scheme}.yaml" for scheme in ("sequential", "collaborative", "random")
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(INDEX_SCHEMES))
+def test_an_index_scheme_file_switches_only_the_index(scheme):
+    """A group run's ``LCRec@<scheme>`` file on top of the LCRec profile changes the scheme and
+    nothing else."""
+    files = [str(PROPERTIES / "protocol/hllm.yaml"), str(PROPERTIES / "lcrec-ml-100k-offline.yaml")]
+    plain = Config(model="LCRec", dataset="ml-100k", config_file_list=files)
+    switched = Config(
+        model="LCRec", dataset="ml-100k", config_file_list=[*files, str(PROPERTIES / scheme)]
+    )
+    assert switched["item_index"] == scheme.split("/")[1].removesuffix(".yaml") != "rqvae"
+    assert plain["item_index"] == "rqvae"
+    assert yaml.safe_load((PROPERTIES / scheme).read_text()) == {
+        "item_index": switched["item_index"]
     }
 
 
