@@ -1,10 +1,11 @@
 """What a run was evaluated on, as raw tokens, and a short hash of it (README "Comparing with
 SASRec").
 
-``evaluation_rows`` gives each row of a valid/test loader as ``[user, target, history...]`` (the
-history as the model receives it, oldest first, cut to ``MAX_ITEM_LIST_LENGTH``; a general model's
-rows have no history), ``evaluation_candidates`` each row's ranked candidates (sampled modes; full
-sort ranks the whole catalogue), ``training_items`` each user's training interactions.
+``iter_evaluation_rows`` gives each row of a valid/test loader as ``[user, target, history...]``
+(the history as the model receives it, oldest first, cut to ``MAX_ITEM_LIST_LENGTH``; a general
+model's rows have no history), ``iter_evaluation_candidates`` each row's ranked candidates (sampled
+modes; full sort ranks the whole catalogue), ``iter_training_items`` each user's training
+interactions; ``phase_targets`` each phase's users with their targets.
 ``data_fingerprint`` hashes these with the protocol settings that decide scoring: two runs, of any
 models, with the same fingerprint ranked the same candidates for the same users, targets and
 histories. Everything is in raw tokens, never internal ids, and the rows are taken from the data
@@ -57,11 +58,6 @@ def iter_evaluation_rows(loader, chunk=ROW_CHUNK):
         yield [users[user], *sorted(targets.get(int(user), []))]
 
 
-def evaluation_rows(loader):
-    """``iter_evaluation_rows`` as a list."""
-    return list(iter_evaluation_rows(loader))
-
-
 def iter_evaluation_candidates(loader):
     """Each row's sampled candidates as sorted raw tokens (target included), or ``None``: full sort
     (the whole catalogue), or RecBole's own sampler (a general model's, drawn while batches are
@@ -93,12 +89,6 @@ def phase_targets(loader):
     return [[user, *sorted(targets[user])] for user in sorted(targets)]
 
 
-def evaluation_candidates(loader):
-    """``iter_evaluation_candidates`` as a list, or ``None``."""
-    candidates = iter_evaluation_candidates(loader)
-    return None if candidates is None else list(candidates)
-
-
 def iter_training_items(train_dataset, history):
     """Each user's training items (users x items CSR ``history``) as ``[user, sorted items...]``."""
     users, items = (
@@ -109,11 +99,6 @@ def iter_training_items(train_dataset, history):
         start, end = history.indptr[user], history.indptr[user + 1]
         if end > start:
             yield [users[user], *sorted(items[history.indices[start:end]])]
-
-
-def training_items(train_dataset, history):
-    """``iter_training_items`` as a list."""
-    return list(iter_training_items(train_dataset, history))
 
 
 def protocol_settings(config, phase):
@@ -199,10 +184,9 @@ def build_data(config):
 
 
 def fingerprint_line(fingerprint):
-    """One log line: the combined fingerprint, then its parts."""
+    """One log line: the combined fingerprint, then its parts, then the targets part."""
     detail = ", ".join(
         f"{key} {fingerprint[key]}" for key in ("catalogue", "train", "valid", "test")
     )
-    targets = fingerprint.get("targets")  # absent from checkpoints written before it existed
-    shared = f"; evaluation targets {targets}" if targets else ""
-    return f"data fingerprint: {fingerprint['data']} ({detail}{shared})"
+    targets = f"evaluation targets {fingerprint['targets']}"
+    return f"data fingerprint: {fingerprint['data']} ({detail}; {targets})"

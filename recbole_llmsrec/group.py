@@ -16,9 +16,9 @@ from recbole_llmsrec.evaluation.histories import training_matrix
 from recbole_llmsrec.evaluation.sampler import PHASES
 from recbole_llmsrec.fingerprint import (
     build_data,
-    evaluation_candidates,
-    evaluation_rows,
-    training_items,
+    iter_evaluation_candidates,
+    iter_evaluation_rows,
+    iter_training_items,
 )
 from recbole_llmsrec.group_report import (
     SIGNIFICANCE_TEST,
@@ -47,12 +47,11 @@ def parse_model_list(text):
     ``NAME`` or ``NAME@LABEL``: each must be known and given once; checked before anything
     trains."""
     names = [name.strip() for name in str(text).split(",")]
-    if any(not name for name in names):
+    if any(not name or name.endswith("@") for name in names):
         raise ValueError(
-            f"--model_list={text!r} has an empty name: give names separated by commas."
+            f"--model_list={text!r} has an empty name or label: give NAME or NAME@LABEL entries "
+            "separated by commas."
         )
-    if any(name.endswith("@") for name in names):
-        raise ValueError(f"--model_list={text!r}: write NAME@LABEL with a label after the @.")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(
@@ -102,11 +101,11 @@ def _rows(train, valid, test, fingerprint_history):
     items = train._dataset.field2id_token[train._dataset.iid_field][1:]
     parts = {
         "catalogue": [[item] for item in sorted(items.tolist())],
-        "train": training_items(train._dataset, fingerprint_history),
+        "train": list(iter_training_items(train._dataset, fingerprint_history)),
     }
     for phase, loader in zip(PHASES, (valid, test)):
-        parts[f"{phase} rows"] = evaluation_rows(loader)
-        parts[f"{phase} candidates"] = evaluation_candidates(loader) or []
+        parts[f"{phase} rows"] = list(iter_evaluation_rows(loader))
+        parts[f"{phase} candidates"] = list(iter_evaluation_candidates(loader) or [])
     return parts
 
 

@@ -13,7 +13,7 @@ import sys
 
 from recbole_llmsrec import Config
 from recbole_llmsrec.data.sequences import CompactSequentialDataset
-from recbole_llmsrec.fingerprint import build_data, evaluation_rows
+from recbole_llmsrec.fingerprint import build_data, iter_evaluation_rows
 
 augmentations = []
 original_augmentation = CompactSequentialDataset.data_augmentation
@@ -54,7 +54,7 @@ def report(out, model):
     history = getattr(train._dataset, "history_matrix", None)
     return {
         "fingerprint": fingerprint,
-        "valid_rows": [[str(token) for token in row] for row in evaluation_rows(valid)],
+        "valid_rows": [[str(token) for token in row] for row in iter_evaluation_rows(valid)],
         "train_rows": len(train._dataset),
         "history_nonzeros": None if history is None else int(history.nnz),
         "augmentations": len(augmentations),

@@ -105,7 +105,7 @@ def test_labelled_runs_of_one_model_each_get_their_own_files(run_yaml, tmp_path)
     [
         ("SASRec,SASRec", "more than once"),
         ("LCRec@a,LCRec@a", "more than once"),
-        ("SASRec,SASRec@", "a label after the @"),
+        ("SASRec,SASRec@", "empty name or label"),
         ("NoSuchModel@a", "neither a recbole-llmsrec model"),
         ("SASRec,,GRU4Rec", "empty name"),
         ("SASRec,NoSuchModel", "neither a recbole-llmsrec model"),

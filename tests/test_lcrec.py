@@ -9,7 +9,7 @@ import torch
 from recbole.evaluator import Collector
 from recbole.utils import init_seed
 
-from recbole_llmsrec import Config, run_recbole
+from recbole_llmsrec import Config
 from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.evaluation.loaders import data_preparation
 from recbole_llmsrec.evaluation.results import ProtocolCollector
@@ -189,22 +189,3 @@ def test_a_target_scored_minus_inf_is_never_a_hit():
 class _Config(dict):
     def __getitem__(self, key):
         return self.get(key)
-
-
-def test_lcrec_runs_through_recbole_and_sees_sasrecs_data(lcrec_config):
-    lcrec_config["train_batch_size"] = 64
-    result = run_recbole("LCRec", "ml-100k", config_dict=lcrec_config)
-    sasrec = run_recbole(
-        "SASRec",
-        "ml-100k",
-        config_dict={
-            **lcrec_config,
-            "epochs": 1,
-            "hidden_size": 16,
-            "inner_size": 16,
-            "n_layers": 1,
-            "train_neg_sample_args": None,
-        },
-    )
-    assert result["data_fingerprint"] == sasrec["data_fingerprint"]
-    assert set(result["test_result"]) >= {"recall@5", "ndcg@5"}

@@ -1,5 +1,6 @@
 """LCRec in two processes (torchrun, gloo on CPU): the item index built once, the checkpoint
-evaluated the same in one process."""
+evaluated the same in one process, on SASRec's data. (That two processes take the same steps as one
+is tests/distributed_steps.py.)"""
 
 import glob
 import os
@@ -7,7 +8,8 @@ import os
 import pytest
 from test_distributed import ROOT, launch, logged_result
 
-from recbole_llmsrec import run_recbole
+from recbole_llmsrec import Config, run_recbole
+from recbole_llmsrec.fingerprint import build_data
 from recbole_llmsrec.tools.tiny_llm import build_tiny_llm
 
 
@@ -71,3 +73,10 @@ def test_lcrec_trained_in_two_processes_evaluates_the_same_in_one(tiny_llama, tm
         evaluate=checkpoint,
     )
     assert evaluated["test_result"] == two_processes
+    sasrec = Config(
+        model="SASRec",
+        dataset="ml-100k",
+        config_file_list=[protocol],
+        config_dict={**settings, "item_description_fields": ["class"], "topk": [10]},
+    )
+    assert evaluated["data_fingerprint"] == build_data(sasrec)[-1]  # SASRec's data

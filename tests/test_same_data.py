@@ -8,7 +8,7 @@ import re
 import pytest
 
 from recbole_llmsrec import Config, run_recbole
-from recbole_llmsrec.fingerprint import build_data, evaluation_candidates, evaluation_rows
+from recbole_llmsrec.fingerprint import build_data, iter_evaluation_candidates, iter_evaluation_rows
 from recbole_llmsrec.quick_start import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -35,8 +35,8 @@ def evaluated_data(model, dataset="ml-100k", files=None, **settings):
     return {
         "fingerprint": fingerprint,
         "catalogue": list(dataset.field2id_token[dataset.iid_field]),
-        "rows": [evaluation_rows(loader) for loader in (valid, test)],
-        "candidates": [evaluation_candidates(loader) for loader in (valid, test)],
+        "rows": [list(iter_evaluation_rows(loader)) for loader in (valid, test)],
+        "candidates": [list(iter_evaluation_candidates(loader) or []) for loader in (valid, test)],
     }
 
 
