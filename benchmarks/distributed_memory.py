@@ -11,37 +11,14 @@ Activations come on top and depend on batch, text length and gradient checkpoint
 """
 
 import torch
+from llm_shapes import PAPER_LLAMAS
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, LlamaConfig, OPTConfig
 
 from recbole_llmsrec.llm.layers import projection_mlp
 
 SHAPES = {  # the LLM shapes of the papers' defaults
-    "TinyLlama-1.1B": LlamaConfig(
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        vocab_size=32000,
-    ),
-    "Llama-2-7B": LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
-    ),
-    "Llama-3.2-3B": LlamaConfig(
-        hidden_size=3072,
-        intermediate_size=8192,
-        num_hidden_layers=28,
-        num_attention_heads=24,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=True,
-    ),
+    **{name: LlamaConfig(**shape) for name, shape in PAPER_LLAMAS.items()},
     "OPT-6.7B": OPTConfig(
         hidden_size=4096,
         ffn_dim=16384,

@@ -24,30 +24,14 @@ import sys
 import time
 
 import torch
+from llm_shapes import PAPER_LLAMAS, TINY_LLAMA
 
 import recbole_llmsrec.models.hllm.model as hllm_module
 from recbole_llmsrec import Config
 from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.llm.loading import enable_gradient_checkpointing
 
-SHAPES = {  # LlamaConfig keyword arguments
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    ),
-    # TinyLlama-1.1B
-    "1b": dict(
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        vocab_size=32000,
-    ),
-}
+SHAPES = {"tiny": TINY_LLAMA, "1b": PAPER_LLAMAS["TinyLlama-1.1B"]}
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
 
 

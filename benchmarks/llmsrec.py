@@ -17,6 +17,7 @@ import sys
 import time
 
 import torch
+from llm_shapes import PAPER_LLAMAS, TINY_LLAMA
 
 import recbole_llmsrec.models.cf_teacher.model as cf_teacher_model
 from recbole_llmsrec import Config
@@ -24,25 +25,7 @@ from recbole_llmsrec.data.dataset import create_dataset
 from recbole_llmsrec.llm.loading import enable_gradient_checkpointing, freeze
 from recbole_llmsrec.models.llmsrec.model import LLMSRec
 
-SHAPES = {  # LlamaConfig keyword arguments
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    ),
-    # Llama-3.2-3B
-    "3b": dict(
-        hidden_size=3072,
-        intermediate_size=8192,
-        num_hidden_layers=28,
-        num_attention_heads=24,
-        num_key_value_heads=8,
-        rope_theta=500000.0,
-        tie_word_embeddings=True,
-    ),
-}
+SHAPES = {"tiny": TINY_LLAMA, "3b": PAPER_LLAMAS["Llama-3.2-3B"]}
 
 
 def parse_args():
@@ -69,8 +52,8 @@ def build_llm(size, tokenizer_path, device, dtype, gradient_checkpointing):
     from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    vocab = 128256 if size == "3b" else len(tokenizer)
-    config = LlamaConfig(vocab_size=vocab, max_position_embeddings=4096, **SHAPES[size])
+    shape = {"vocab_size": len(tokenizer), "max_position_embeddings": 4096, **SHAPES[size]}
+    config = LlamaConfig(**shape)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     with torch.device(device):
