@@ -51,11 +51,18 @@ def iter_evaluation_rows(loader, chunk=ROW_CHUNK):
             for row, history in zip(index.tolist(), item_lists(split, index).numpy()):
                 yield [users[row_users[row]], items[targets[row]], *items[history[: lengths[row]]]]
         return
+    targets = _targets_by_user(split)
+    for user in evaluation_row_users(loader):
+        yield [users[user], *sorted(targets.get(int(user), []))]
+
+
+def _targets_by_user(split):
+    """``{internal user id: the raw tokens of its target items}`` of a split's interactions."""
+    items, inter = _tokens(split, split.iid_field), split.inter_feat
     targets = {}
     for user, item in zip(inter[split.uid_field].numpy(), inter[split.iid_field].numpy()):
         targets.setdefault(int(user), []).append(items[item])
-    for user in evaluation_row_users(loader):
-        yield [users[user], *sorted(targets.get(int(user), []))]
+    return targets
 
 
 def iter_evaluation_candidates(loader):
@@ -81,12 +88,9 @@ def phase_targets(loader):
     ``[[user, targets...], ...]``. The same list for a general and a sequential model under the
     same files (their rows differ only in form: a sequential row also holds the history)."""
     split = loader._dataset
-    users, items = _tokens(split, split.uid_field), _tokens(split, split.iid_field)
-    targets = {}
-    inter = split.inter_feat
-    for user, item in zip(inter[split.uid_field].numpy(), inter[split.iid_field].numpy()):
-        targets.setdefault(str(users[user]), []).append(str(items[item]))
-    return [[user, *sorted(targets[user])] for user in sorted(targets)]
+    users = _tokens(split, split.uid_field)
+    targets = {str(users[user]): items for user, items in _targets_by_user(split).items()}
+    return [[user, *sorted(map(str, targets[user]))] for user in sorted(targets)]
 
 
 def iter_training_items(train_dataset, history):

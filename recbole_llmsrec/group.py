@@ -124,9 +124,7 @@ def first_difference(reference, other):
 def model_data(model, dataset, files, config_dict):
     """``(fingerprint, rows)`` of ``model``'s data under the given files and settings, nothing
     trained."""
-    config = Config(
-        model=model_of(model), dataset=dataset, config_file_list=files, config_dict=config_dict
-    )
+    config = Config(model=model, dataset=dataset, config_file_list=files, config_dict=config_dict)
     _, train, valid, test, fingerprint = build_data(config)
     history = training_matrix(train._dataset, config["MODEL_TYPE"] == ModelType.SEQUENTIAL)
     return fingerprint, _rows(train, valid, test, history)
@@ -137,7 +135,7 @@ def check_same_data(models, dataset, files_of, config_dict):
     fingerprint differs from the first model's, naming the first difference."""
     reference = None
     for model in models:
-        fingerprint, rows = model_data(model, dataset, files_of[model], config_dict)
+        fingerprint, rows = model_data(model_of(model), dataset, files_of[model], config_dict)
         if reference is None:
             reference = (model, fingerprint, rows)
             continue
