@@ -59,24 +59,23 @@ def test_lcrec_trained_in_two_processes_evaluates_the_same_in_one(tiny_llama, tm
     two_processes = logged_result(tmp_path / "log" / "LCRec")
     assert set(two_processes) >= {"recall@10", "ndcg@10"}
     checkpoint = glob.glob(str(tmp_path / "saved" / "LCRec-*.pth"))[0]
+    # the same settings in one process, the lists as lists
+    one_process = {
+        **settings,
+        "use_gpu": False,
+        "show_progress": False,
+        "item_description_fields": ["class"],
+        "topk": [10],
+    }
     evaluated = run_recbole(
         "LCRec",
         "ml-100k",
         config_file_list=[protocol],
-        config_dict={
-            **settings,
-            "use_gpu": False,
-            "show_progress": False,
-            "item_description_fields": ["class"],
-            "topk": [10],
-        },
+        config_dict=one_process,
         evaluate=checkpoint,
     )
     assert evaluated["test_result"] == two_processes
     sasrec = Config(
-        model="SASRec",
-        dataset="ml-100k",
-        config_file_list=[protocol],
-        config_dict={**settings, "item_description_fields": ["class"], "topk": [10]},
+        model="SASRec", dataset="ml-100k", config_file_list=[protocol], config_dict=one_process
     )
     assert evaluated["data_fingerprint"] == build_data(sasrec)[-1]  # SASRec's data
